@@ -1,0 +1,109 @@
+"""Checkpoints in <workdir>/checkpoints/<step> through orbax's CheckpointManager.
+
+Each checkpoint holds the train state (step, params, optimiser state) and a JSON
+item with the run's config and elapsed training time. Orbax writes into a
+temporary directory and renames it when complete, so a run killed mid-save leaves
+the previous checkpoint restorable. Saves are synchronous: the train step donates
+its state, so an asynchronous save could read freed buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+from ievae_jax.config import ConfigError, ModelConfig, TrainConfig
+
+CONFIG_FILE = "config.json"
+
+
+def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+      enable_async_checkpointing=False,
+      create=True)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                               options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          meta=ocp.args.JsonSave(meta)), force=True)
+  mngr.wait_until_finished()
+
+
+def restore_latest(mngr: ocp.CheckpointManager, like: Any) -> Optional[Tuple[Any, dict]]:
+  """(state, meta) of the latest checkpoint, shaped and sharded like `like`; None if none."""
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                        meta=ocp.args.JsonRestore()))
+  return restored["state"], restored["meta"]
+
+
+def write_json_atomically(path: str, obj: Any) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def mismatched_settings(saved: dict, current: dict, prefix: str = "") -> list:
+  """Names of the settings whose values differ between two config dicts."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key), current.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += mismatched_settings(a, b, f"{prefix}{key}.")
+    elif (list(a) if isinstance(a, (list, tuple)) else a) != (
+        list(b) if isinstance(b, (list, tuple)) else b):
+      out.append(f"{prefix}{key} (saved {a!r}, now {b!r})")
+  return out
+
+
+# Settings that may change when a run resumes: they do not change what a step computes.
+RESUMABLE_SETTINGS = ("num_steps", "log_every", "eval_every", "checkpoint_every",
+                      "keep_checkpoints", "data_dir", "tfds_data_dir")
+
+
+def check_workdir_config(workdir: str, config: TrainConfig) -> None:
+  """Writes <workdir>/config.json, or refuses a workdir written by a different run."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = config.to_dict()
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    relevant = lambda d: {k: v for k, v in d.items() if k not in RESUMABLE_SETTINGS}
+    diff = mismatched_settings(relevant(saved), relevant(current))
+    if diff:
+      raise ConfigError(f"Workdir {workdir} holds a run with other settings: {'; '.join(diff)}. "
+                        f"Use a fresh --workdir, or the saved settings to resume.")
+  write_json_atomically(path, current)
+
+
+def load(workdir: str, step: Optional[int] = None):
+  """The trained `model.Params` saved in `workdir` (latest checkpoint by default)."""
+  from ievae_jax import model, train_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: {workdir} is not an ievae_jax run directory.")
+  with open(path) as f:
+    config = TrainConfig.from_dict(json.load(f))
+  like = jax.eval_shape(lambda: train_lib.create_train_state(jax.random.key(0), config))
+  mngr = manager(workdir, config.keep_checkpoints)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train the run first.")
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(like)))
+  params = restored["state"].params
+  assert isinstance(params, model.Params) and isinstance(params.config, ModelConfig)
+  return params

@@ -1,0 +1,146 @@
+"""Configuration of the model and of a training run.
+
+Both are frozen dataclasses so that a `ModelConfig` can be static metadata of the
+parameter pytree (see `model.Params`) and hashed by `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+ARCHS = ("mlp", "conv")
+# "conditional": q(z | x, r_y), the spec's default. "strict": q(z | x), the ablation.
+ROUTINGS = ("conditional", "strict")
+LIKELIHOODS = ("bernoulli",)
+DATASETS = ("mnist", "fashion_mnist")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class ConfigError(ValueError):
+  """A setting that cannot work; the message names the value and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of the IE-VAE.
+
+  Attributes:
+    image_shape: (H, W, C) of one data point.
+    num_classes: K, the number of classes (values of y).
+    arch: "mlp" (784-500-500 networks as in Kingma et al. 2014) or "conv".
+    z_dim: d_z, size of the equivariant latent z.
+    r_dim: d_r, size of the invariant representation r_y = g(y).
+    hidden: width of the hidden layers (MLP) or of the dense layers (conv).
+    routing: "conditional" for q(z | x, r_y) or "strict" for q(z | x).
+    likelihood: pixel likelihood p(x | r_y, z); only "bernoulli" for now.
+  """
+  image_shape: Tuple[int, int, int] = (28, 28, 1)
+  num_classes: int = 10
+  arch: str = "mlp"
+  z_dim: int = 8
+  r_dim: int = 16
+  hidden: int = 500
+  routing: str = "conditional"
+  likelihood: str = "bernoulli"
+
+  def validate(self) -> "ModelConfig":
+    if self.arch not in ARCHS:
+      raise ConfigError(f"Unknown architecture {self.arch!r}; use one of {', '.join(ARCHS)}.")
+    if self.routing not in ROUTINGS:
+      raise ConfigError(f"Unknown routing {self.routing!r}; use one of {', '.join(ROUTINGS)}.")
+    if self.likelihood not in LIKELIHOODS:
+      raise ConfigError(
+          f"Unknown likelihood {self.likelihood!r}; use one of {', '.join(LIKELIHOODS)}.")
+    for name in ("num_classes", "z_dim", "r_dim", "hidden"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    if self.arch == "conv" and tuple(self.image_shape[:2]) != (28, 28):
+      raise ConfigError(
+          f"The conv architecture expects 28x28 images, got {self.image_shape}; use --arch=mlp.")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """One training run. Semi-supervised when `labels` < the training-set size.
+
+  Attributes:
+    model: the architecture.
+    dataset: "mnist" or "fashion_mnist".
+    data_dir: a directory of IDX .gz files; None reads the dataset through TFDS.
+    tfds_data_dir: TFDS's own data directory (None: TFDS's default).
+    labels: number of labelled training examples, a multiple of K (labels / K per
+      class); None labels the whole training split (supervised training).
+    validation_size: examples carved from the training split for model selection.
+    seed: seeds parameters, the labelled subset and every random draw of training.
+    num_steps: optimiser steps.
+    batch_size: unlabelled examples per step (the U term).
+    labelled_batch_size: labelled examples per step (the L and alpha terms).
+    learning_rate: Adam's peak learning rate.
+    lr_schedule: "constant" or "cosine" (decay to 0 over num_steps).
+    alpha: weight of the mean labelled cross-entropy. None: 0.1 * N / N_l, the
+      practical reading of Kingma et al. 2014's alpha = 0.1 N when each term is a
+      batch mean (N training examples, N_l labelled ones). See objective.py.
+    log_every, eval_every, checkpoint_every: rhythm, in steps, of progress logs,
+      validation error and checkpoints.
+    keep_checkpoints: how many of the latest checkpoints to keep.
+  """
+  model: ModelConfig = ModelConfig()
+  dataset: str = "mnist"
+  data_dir: Optional[str] = None
+  tfds_data_dir: Optional[str] = None
+  labels: Optional[int] = 100
+  validation_size: int = 5000
+  seed: int = 0
+  num_steps: int = 20000
+  batch_size: int = 100
+  labelled_batch_size: int = 100
+  learning_rate: float = 1e-3
+  lr_schedule: str = "constant"
+  alpha: Optional[float] = None
+  log_every: int = 500
+  eval_every: int = 2000
+  checkpoint_every: int = 2000
+  keep_checkpoints: int = 3
+
+  def validate(self) -> "TrainConfig":
+    self.model.validate()
+    if self.dataset not in DATASETS:
+      raise ConfigError(f"Unknown dataset {self.dataset!r}; use one of {', '.join(DATASETS)}.")
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ConfigError(
+          f"Unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}.")
+    for name in ("num_steps", "batch_size", "labelled_batch_size", "log_every", "eval_every",
+                 "checkpoint_every", "keep_checkpoints"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"--{name} must be a positive integer, got {value!r}.")
+    if self.validation_size < 0:
+      raise ConfigError(f"--validation_size must be >= 0, got {self.validation_size}.")
+    if not self.learning_rate > 0:
+      raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}.")
+    if self.alpha is not None and not self.alpha >= 0:
+      raise ConfigError(f"--alpha must be >= 0, got {self.alpha}.")
+    k = self.model.num_classes
+    if self.labels is not None:
+      if self.labels < k or self.labels % k:
+        raise ConfigError(
+            f"--labels={self.labels} is not a positive multiple of the {k} classes; "
+            f"use e.g. --labels={max(k, self.labels - self.labels % k)}.")
+    return self
+
+  @property
+  def supervised(self) -> bool:
+    return self.labels is None
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "TrainConfig":
+    d = dict(d)
+    model = dict(d.pop("model"))
+    model["image_shape"] = tuple(model["image_shape"])
+    return cls(model=ModelConfig(**model), **d)

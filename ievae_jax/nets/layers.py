@@ -1,0 +1,56 @@
+"""Layers shared by the MLP and the convolutional networks."""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class ConcatDense(nn.Module):
+  """A dense layer on the concatenation [a, b], computed as W_a a + W_b b + bias.
+
+  Splitting the product lets `a` and `b` carry different leading dimensions that
+  broadcast: with `a` of shape (B, 1, D) and `b` of shape (K, d), W_a a costs B
+  products and W_b b costs K, instead of B * K products on the concatenation. This
+  is how the class part of the IE-VAE's encoder and decoder is paid once per class.
+
+  Shapes: a (..., D_a), b (..., D_b) or None -> (..., features), leading dims broadcast.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, a: jnp.ndarray, b: Optional[jnp.ndarray]) -> jnp.ndarray:
+    h = nn.Dense(self.features, use_bias=False, name="from_first")(a)
+    if b is not None:
+      h = h + nn.Dense(self.features, use_bias=False, name="from_second")(b)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return h + bias
+
+
+class GaussianHead(nn.Module):
+  """Mean and standard deviation of a diagonal Normal: (..., H) -> 2 x (..., z_dim).
+
+  The scale is softplus(.) + 1e-4: positive, smooth, and never so small that the
+  KL term's log sigma blows up.
+  """
+  z_dim: int
+
+  @nn.compact
+  def __call__(self, h: jnp.ndarray):
+    out = nn.Dense(2 * self.z_dim, name="mean_and_scale")(h)
+    mean, raw_scale = jnp.split(out, 2, axis=-1)
+    return mean, nn.softplus(raw_scale) + 1e-4
+
+
+class InvariantEmbedding(nn.Module):
+  """g(y): the invariant representation of a class, an MLP on its one-hot code.
+
+  Shapes: (..., K) one-hot (or any weights over classes) -> (..., r_dim).
+  """
+  hidden: int
+  r_dim: int
+
+  @nn.compact
+  def __call__(self, y_onehot: jnp.ndarray) -> jnp.ndarray:
+    h = nn.relu(nn.Dense(self.hidden)(y_onehot))
+    return nn.Dense(self.r_dim)(h)

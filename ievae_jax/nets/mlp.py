@@ -1,0 +1,54 @@
+"""MLP networks, 784-500-500 as in Kingma et al. 2014 (ReLU units)."""
+
+import math
+from typing import Optional, Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ievae_jax.nets.layers import ConcatDense, GaussianHead
+
+
+def _flatten_image(x: jnp.ndarray) -> jnp.ndarray:
+  return x.reshape(x.shape[:-3] + (-1,))
+
+
+class Classifier(nn.Module):
+  """c(x): logits of q(y | x), the invariant encoder. (..., H, W, C) -> (..., K)."""
+  hidden: int
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    h = nn.relu(nn.Dense(self.hidden)(_flatten_image(x)))
+    h = nn.relu(nn.Dense(self.hidden)(h))
+    return nn.Dense(self.num_classes)(h)
+
+
+class EquivariantEncoder(nn.Module):
+  """q(z | x, r) (r=None: the strict q(z | x)).
+
+  Shapes: x (..., H, W, C), r (..., r_dim) or None, leading dims broadcast ->
+  mean and scale, each (..., z_dim).
+  """
+  hidden: int
+  z_dim: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, r: Optional[jnp.ndarray]) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    h = nn.relu(ConcatDense(self.hidden, name="encoder_input")(_flatten_image(x), r))
+    h = nn.relu(nn.Dense(self.hidden)(h))
+    return GaussianHead(self.z_dim)(h)
+
+
+class Decoder(nn.Module):
+  """f([r, z]): Bernoulli logits of p(x | r, z). r (..., r_dim), z (..., z_dim) -> (..., H, W, C)."""
+  hidden: int
+  image_shape: Tuple[int, int, int]
+
+  @nn.compact
+  def __call__(self, r: jnp.ndarray, z: jnp.ndarray) -> jnp.ndarray:
+    h = nn.relu(ConcatDense(self.hidden, name="decoder_input")(z, r))
+    h = nn.relu(nn.Dense(self.hidden)(h))
+    logits = nn.Dense(math.prod(self.image_shape))(h)
+    return logits.reshape(logits.shape[:-1] + tuple(self.image_shape))

@@ -1,0 +1,114 @@
+"""The IE-VAE objective (Kingma et al. 2014's semi-supervised bound, routed).
+
+    L(x, y) = E_q(z|x,r_y)[log p(x | r_y, z)] - KL(q(z|x,r_y) || p(z)) + log p(y)
+    U(x)    = sum_y q(y|x) L(x, y) + H(q(y|x))
+    J       = mean_labelled[-L(x, y)] + alpha * mean_labelled[-log q(y|x)]
+              + mean_unlabelled[-U(x)]
+
+Convention for alpha (named because batches average): every term is a batch
+mean, and alpha multiplies the mean labelled cross-entropy. Kingma et al.'s
+alpha = 0.1 N on the objective summed over the data set then reads alpha =
+0.1 N / N_l (N training examples, N_l labelled), 55 for MNIST-100 with a
+5,000-example validation split carved out of the 60,000. `train_lib` computes
+that default; `TrainConfig.alpha` overrides it.
+
+Expectations over z use one reparameterised sample, z = mean + scale * eps, with
+the standard-normal noise eps passed in explicitly so that the vectorised U can
+be checked against a class-by-class computation with the same noise.
+"""
+
+from typing import Dict, Optional
+
+import jax
+import jax.numpy as jnp
+
+from ievae_jax import distributions, model
+from ievae_jax.model import Params
+
+Metrics = Dict[str, jnp.ndarray]
+
+
+def _elbo_terms(params: Params, x: jnp.ndarray, r: jnp.ndarray, eps: jnp.ndarray):
+  """log p(x | r, z) and KL(q(z | x, r) || p(z)) at z = mean + scale * eps.
+
+  x (..., H, W, C), r (..., r_dim) and eps (..., z_dim) broadcast in their leading
+  dims; returns two arrays of the broadcast batch shape.
+  """
+  posterior = model.equivariant_posterior(params, x, r)
+  z = posterior.mean() + posterior.stddev() * eps
+  reconstruction = model.likelihood(params, r, z).log_prob(x)
+  kl = posterior.kl_divergence(distributions.latent_prior(params.config.z_dim))
+  return reconstruction, kl
+
+
+def latent_noise_shape(config, batch: int, labelled: bool):
+  """Shape of eps: one z per example, and per class hypothesis for unlabelled data
+  under the conditional routing (the strict routing's q(z | x) serves all K)."""
+  if labelled or config.routing == "strict":
+    return (batch, config.z_dim)
+  return (batch, config.num_classes, config.z_dim)
+
+
+def labelled_elbo(params: Params, x: jnp.ndarray, y: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
+  """L(x, y) and its terms. x (B, H, W, C), y (B,) int, eps (B, z_dim) -> each (B,)."""
+  r = model.invariant_representation(params, y)
+  reconstruction, kl = _elbo_terms(params, x, r, eps)
+  log_prior_y = distributions.class_prior(params.config.num_classes).log_prob(y)
+  return {"elbo": reconstruction - kl + log_prior_y, "reconstruction": reconstruction, "kl": kl}
+
+
+def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
+  """U(x), with the sum over classes exact and vectorised.
+
+  x (B, H, W, C); eps (B, K, z_dim), or (B, z_dim) under the strict routing.
+  Returns "bound" (B,), "entropy" (B,) and "class_elbo" (B, K), which is L(x, y)
+  for every class y.
+  """
+  num_classes = params.config.num_classes
+  r_all = model.class_representations(params)                  # (K, r_dim)
+  if eps.ndim == 2:                                            # strict: one z for all K
+    eps = eps[:, None, :]
+  reconstruction, kl = _elbo_terms(params, x[:, None], r_all, eps)  # (B, K) each
+  log_prior_y = distributions.class_prior(num_classes).log_prob(jnp.arange(num_classes))
+  class_elbo = reconstruction - kl + log_prior_y
+  q_y = distributions.class_posterior(model.classify(params, x))
+  bound = jnp.sum(q_y.probs * class_elbo, axis=-1) + q_y.entropy()
+  return {"bound": bound, "entropy": q_y.entropy(), "class_elbo": class_elbo}
+
+
+def loss(params: Params, labelled: Dict[str, jnp.ndarray],
+         unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float):
+  """J, the training loss to minimise, and its terms.
+
+  Args:
+    labelled: {"image": (B_l, H, W, C) in {0, 1}, "label": (B_l,) int}.
+    unlabelled: {"image": (B_u, H, W, C)}, or None for supervised training.
+    key: the latent noise's PRNG key.
+    alpha: weight of the mean labelled cross-entropy (see the module docstring).
+  Returns:
+    (J, metrics), metrics a dict of scalars.
+  """
+  config = params.config
+  key_labelled, key_unlabelled = jax.random.split(key)
+  x_l, y_l = labelled["image"], labelled["label"]
+  eps_l = jax.random.normal(key_labelled, latent_noise_shape(config, x_l.shape[0], True))
+  terms = labelled_elbo(params, x_l, y_l, eps_l)
+  logits = model.classify(params, x_l)
+  cross_entropy = -distributions.class_posterior(logits).log_prob(y_l)
+  total = -jnp.mean(terms["elbo"]) + alpha * jnp.mean(cross_entropy)
+  metrics = {
+      "labelled_elbo": jnp.mean(terms["elbo"]),
+      "reconstruction": jnp.mean(terms["reconstruction"]),
+      "kl": jnp.mean(terms["kl"]),
+      "cross_entropy": jnp.mean(cross_entropy),
+      "labelled_accuracy": jnp.mean(jnp.argmax(logits, -1) == y_l),
+  }
+  if unlabelled is not None:
+    x_u = unlabelled["image"]
+    eps_u = jax.random.normal(key_unlabelled, latent_noise_shape(config, x_u.shape[0], False))
+    u_terms = unlabelled_bound(params, x_u, eps_u)
+    total = total - jnp.mean(u_terms["bound"])
+    metrics["unlabelled_bound"] = jnp.mean(u_terms["bound"])
+    metrics["unlabelled_entropy"] = jnp.mean(u_terms["entropy"])
+  metrics["loss"] = total
+  return total, metrics

@@ -1,0 +1,240 @@
+"""Training: a jit-compiled step on a TrainState pytree, and the loop around it.
+
+PRNG: the key for step t is fold_in(key(seed), t), split into the keys of the
+labelled and unlabelled binarisation noise and of the latent noise; the data
+order derives from (seed, t) too (see data.py). A run resumed from a checkpoint
+therefore draws exactly the numbers of an uninterrupted one.
+
+Parallelism: batches are sharded along the "data" axis of a mesh over every
+local device and the state is replicated; `jax.jit` inserts the gradient
+all-reduce. Both batch sizes must divide by the device count.
+
+Non-finite losses: a step whose loss or gradients are not finite leaves the
+parameters as they were and records its step number in the state; the loop
+checks it at every log, evaluation and checkpoint, stops with that step number,
+and never saves a state that went through such a step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from ievae_jax import checkpointing, data, evaluation, model, objective
+from ievae_jax.config import ConfigError, TrainConfig
+
+log = logging.getLogger("ievae_jax")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the message names the step."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray            # int32 scalar: steps taken
+  params: model.Params
+  opt_state: Any
+  nonfinite_step: jnp.ndarray  # int32 scalar: first step with a non-finite loss, or -1
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  if config.lr_schedule == "cosine":
+    learning_rate = optax.schedules.cosine_decay_schedule(config.learning_rate, config.num_steps)
+  else:
+    learning_rate = config.learning_rate
+  return optax.adam(learning_rate)
+
+
+def create_train_state(key: jax.Array, config: TrainConfig) -> TrainState:
+  params = model.init(key, config.model)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=make_optimizer(config).init(params),
+                    nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def default_alpha(num_train: int, num_labelled: int) -> float:
+  """Kingma et al.'s alpha = 0.1 N, on batch means: 0.1 * N / N_l (see objective.py)."""
+  return 0.1 * num_train / num_labelled
+
+
+def _binarise(key: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
+  """Dynamic binarisation: pixel ~ Bernoulli(intensity). uint8 (B, H, W, C) -> float32."""
+  return jax.random.bernoulli(key, images.astype(jnp.float32) / 255.0).astype(jnp.float32)
+
+
+def make_train_step(config: TrainConfig, alpha: float):
+  """train_step(state, labelled, unlabelled) -> (state, metrics), jit-compiled, donating state.
+
+  labelled: {"image": uint8 (B_l, H, W, C), "label": int (B_l,)};
+  unlabelled: {"image": uint8 (B_u, H, W, C)} or None.
+  """
+  optimizer = make_optimizer(config)
+  seed_key = jax.random.key(config.seed)
+
+  def train_step(state: TrainState, labelled: Dict, unlabelled: Optional[Dict]):
+    key_l, key_u, key_z = jax.random.split(jax.random.fold_in(seed_key, state.step), 3)
+    labelled = {"image": _binarise(key_l, labelled["image"]), "label": labelled["label"]}
+    if unlabelled is not None:
+      unlabelled = {"image": _binarise(key_u, unlabelled["image"])}
+    grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep_if_finite = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    metrics["grad_norm"] = grad_norm
+    metrics["param_norm"] = optax.global_norm(params)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep_if_finite(params, state.params),
+        opt_state=keep_if_finite(opt_state, state.opt_state),
+        nonfinite_step=jnp.where(finite | (state.nonfinite_step >= 0), state.nonfinite_step,
+                                 state.step))
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def _check_finite(state: TrainState, mngr) -> None:
+  bad = int(state.nonfinite_step)
+  if bad >= 0:
+    last = mngr.latest_step()
+    kept = f"the last good checkpoint (step {last}) is kept" if last is not None else \
+        "no checkpoint had been written yet"
+    raise NonFiniteLossError(
+        f"The loss became non-finite at step {bad}; training stopped and {kept}. Lower "
+        f"--learning_rate or check the input data for NaN or infinite values.")
+
+
+def _validate_devices(config: TrainConfig, num_devices: int) -> None:
+  for name in ("batch_size", "labelled_batch_size"):
+    value = getattr(config, name)
+    if value % num_devices:
+      raise ConfigError(f"--{name}={value} does not divide by the {num_devices} devices; use a "
+                        f"multiple of {num_devices}.")
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str,
+                       arrays: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, Any]:
+  """Trains (resuming from the latest checkpoint in `workdir`), evaluates, and writes
+  <workdir>/results.json. `arrays` (as from `data.load`) skips reading the dataset.
+  Returns the results dict."""
+  config.validate()
+  devices = jax.devices()
+  _validate_devices(config, len(devices))
+  if arrays is None:
+    arrays = data.load(config.dataset, config.data_dir, config.tfds_data_dir)
+  image_shape = tuple(int(d) for d in arrays["train_images"].shape[1:])
+  if image_shape != tuple(config.model.image_shape):
+    raise ConfigError(f"The {config.dataset} images have shape {image_shape}, the model expects "
+                      f"{tuple(config.model.image_shape)}; set image_shape to match.")
+  splits = data.make_splits(arrays, config.model.num_classes, config.labels,
+                            config.validation_size, config.seed)
+  alpha = config.alpha if config.alpha is not None else default_alpha(
+      splits.num_train, len(splits.labelled_images))
+
+  os.makedirs(workdir, exist_ok=True)
+  checkpointing.check_workdir_config(workdir, config)
+  mngr = checkpointing.manager(workdir, config.keep_checkpoints)
+
+  # Auto axes: sharding propagates through the step as in classic jit data parallelism.
+  mesh = jax.make_mesh((len(devices),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  state = jax.device_put(create_train_state(jax.random.key(config.seed), config), replicated)
+  restored = checkpointing.restore_latest(mngr, state)
+  wall_before = 0.0
+  if restored is not None:
+    state, meta = restored
+    wall_before = float(meta.get("wall_seconds", 0.0))
+    log.info("Resumed from the checkpoint at step %d in %s.", int(state.step), workdir)
+  train_step = make_train_step(config, alpha)
+
+  examples_per_step = config.labelled_batch_size + (
+      config.batch_size if len(splits.unlabelled_images) else 0)
+  log.info("Training %s on %s: %d labelled, %d unlabelled, %d validation, %d test; alpha=%.3g; "
+           "%d device(s).", config.model.arch, config.dataset, len(splits.labelled_images),
+           len(splits.unlabelled_images), len(splits.validation_images), len(splits.test_images),
+           alpha, len(devices))
+
+  def meta(wall):
+    return {"config": config.to_dict(), "wall_seconds": wall, "alpha": alpha}
+
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  start_step = int(state.step)
+  t_start = time.time()
+  window_start, window_metrics = time.time(), []
+  for step in range(start_step, config.num_steps):
+    labelled, unlabelled = data.training_batch(splits, step, config.seed,
+                                               config.labelled_batch_size, config.batch_size)
+    labelled, unlabelled = jax.device_put((labelled, unlabelled), batch_sharding)
+    state, metrics = train_step(state, labelled, unlabelled)
+    window_metrics.append(metrics)
+    done = step + 1
+    record = None
+    if done % config.log_every == 0 or done == config.num_steps:
+      _check_finite(state, mngr)
+      means = {k: float(np.mean(v)) for k, v in jax.device_get(
+          jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
+      now = time.time()
+      rate = len(window_metrics) * examples_per_step / (now - window_start)
+      elapsed = wall_before + now - t_start
+      remaining = (config.num_steps - done) * examples_per_step / rate
+      log.info("step %d/%d | loss %.2f | labelled elbo %.2f | unlabelled bound %s | "
+               "cross-entropy %.4f | kl %.2f | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
+               done, config.num_steps, means["loss"], means["labelled_elbo"],
+               f"{means['unlabelled_bound']:.2f}" if "unlabelled_bound" in means else "-",
+               means["cross_entropy"], means["kl"], rate, elapsed, remaining)
+      record = {"step": done, "examples_per_s": rate, "elapsed_s": elapsed, **means}
+      window_start, window_metrics = time.time(), []
+    if done % config.eval_every == 0 and len(splits.validation_images):
+      _check_finite(state, mngr)
+      error = evaluation.classification_error(state.params, splits.validation_images,
+                                              splits.validation_labels)
+      log.info("step %d | validation error %.4f", done, error)
+      record = {**(record or {"step": done}), "validation_error": error}
+    if record is not None and jax.process_index() == 0:
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if done % config.checkpoint_every == 0 or done == config.num_steps:
+      _check_finite(state, mngr)
+      checkpointing.save(mngr, done, state, meta(wall_before + time.time() - t_start))
+  trained_steps = int(state.step) - start_step
+  wall = wall_before + time.time() - t_start
+  mngr.close()
+
+  results = {
+      "test_error": evaluation.classification_error(state.params, splits.test_images,
+                                                    splits.test_labels),
+      "validation_error": (evaluation.classification_error(
+          state.params, splits.validation_images, splits.validation_labels)
+                           if len(splits.validation_images) else None),
+      "labels": len(splits.labelled_images),
+      "seed": config.seed,
+      "steps": int(state.step),
+      "dataset": config.dataset,
+      "wall_seconds": wall,
+      "examples_per_s_this_process": (trained_steps * examples_per_step / (time.time() - t_start)
+                                      if trained_steps else None),
+      "alpha": alpha,
+      "num_devices": len(devices),
+      "flags": config.to_dict(),
+  }
+  if jax.process_index() == 0:
+    checkpointing.write_json_atomically(os.path.join(workdir, "results.json"), results)
+  log.info("test error %.4f (validation %s) after %d steps, %.0f s; results in %s",
+           results["test_error"], results["validation_error"], results["steps"], wall, workdir)
+  return results
