@@ -1,0 +1,133 @@
+"""Flags shared by the launchers, and the one call each launcher makes.
+
+Every launcher defines the same flags (with its own defaults), turns them into a
+`TrainConfig`, validates it before anything is compiled, and calls
+`train_lib.train_and_evaluate`. Bad input ends the program with one sentence on
+stderr and exit status 1; `--verbosity=1` shows the traceback instead.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import sys
+
+from absl import flags
+
+import ievae_jax
+from ievae_jax import config as config_lib
+from ievae_jax import data
+from ievae_jax import checkpointing
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(defaults: dict) -> None:
+  """Defines the launcher flags; `defaults` overrides TrainConfig's defaults."""
+  base = {**config_lib.TrainConfig().to_dict(), **config_lib.TrainConfig().model.__dict__,
+          **defaults}
+  flags.DEFINE_string("labels", str(base["labels"]),
+                      "Labelled training examples (a multiple of the class count), or 'all'.")
+  flags.DEFINE_string("dataset", base["dataset"], "mnist | fashion_mnist.")
+  flags.DEFINE_string("data_dir", None, "Directory of the four IDX .gz files (offline input); "
+                      "default: $IEVAE_DATA_DIR, else TFDS.")
+  flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory (TFDS's default if unset).")
+  flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, results.json). "
+                      "Default: runs/<launcher>-<dataset>-labels<n>-seed<s>-<settings hash>, "
+                      "so rerunning the same command resumes.")
+  flags.DEFINE_integer("seed", base["seed"], "Random seed.")
+  flags.DEFINE_integer("num_steps", base["num_steps"], "Optimiser steps.")
+  flags.DEFINE_integer("batch_size", base["batch_size"], "Unlabelled examples per step "
+                       "(labelled examples per step in supervised runs).")
+  flags.DEFINE_integer("labelled_batch_size", base["labelled_batch_size"],
+                       "Labelled examples per step (semi-supervised runs).")
+  flags.DEFINE_float("learning_rate", base["learning_rate"], "Adam learning rate.")
+  flags.DEFINE_string("lr_schedule", base["lr_schedule"], "constant | cosine.")
+  flags.DEFINE_float("alpha", base["alpha"], "Weight of the mean labelled cross-entropy; "
+                     "default 0.1 * N / N_l.")
+  flags.DEFINE_integer("z_dim", base["z_dim"], "Size of the equivariant latent z.")
+  flags.DEFINE_integer("r_dim", base["r_dim"], "Size of the invariant representation r_y.")
+  flags.DEFINE_integer("hidden", base["hidden"], "Hidden width of the networks.")
+  flags.DEFINE_string("arch", base["arch"], "mlp | conv.")
+  flags.DEFINE_string("routing", base["routing"],
+                      "conditional: q(z | x, r_y) (default) | strict: q(z | x).")
+  flags.DEFINE_integer("validation_size", base["validation_size"],
+                       "Training examples held out for validation.")
+  flags.DEFINE_integer("log_every", base["log_every"], "Steps between progress logs.")
+  flags.DEFINE_integer("eval_every", base["eval_every"], "Steps between validation errors.")
+  flags.DEFINE_integer("checkpoint_every", base["checkpoint_every"], "Steps between checkpoints.")
+  flags.DEFINE_integer("keep_checkpoints", base["keep_checkpoints"], "Checkpoints kept.")
+
+
+def _labels_from_flag(value: str):
+  if value.strip().lower() in ("all", "none"):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise config_lib.ConfigError(
+        f"--labels={value!r} is not a number; give a multiple of the class count or 'all'."
+    ) from None
+
+
+def config_from_flags(supervised: bool) -> config_lib.TrainConfig:
+  """The run's TrainConfig, validated. Raises ConfigError naming a bad flag."""
+  if FLAGS.dataset not in data.NUM_CLASSES:
+    raise config_lib.ConfigError(
+        f"Unknown dataset {FLAGS.dataset!r}; use one of {', '.join(data.NUM_CLASSES)}.")
+  model = config_lib.ModelConfig(
+      num_classes=data.NUM_CLASSES[FLAGS.dataset], arch=FLAGS.arch, z_dim=FLAGS.z_dim,
+      r_dim=FLAGS.r_dim, hidden=FLAGS.hidden, routing=FLAGS.routing)
+  labels = None if supervised else _labels_from_flag(FLAGS.labels)
+  config = config_lib.TrainConfig(
+      model=model, dataset=FLAGS.dataset,
+      data_dir=FLAGS.data_dir or os.environ.get("IEVAE_DATA_DIR") or None,
+      tfds_data_dir=FLAGS.tfds_data_dir, labels=labels,
+      validation_size=FLAGS.validation_size, seed=FLAGS.seed, num_steps=FLAGS.num_steps,
+      batch_size=FLAGS.batch_size,
+      labelled_batch_size=FLAGS.batch_size if supervised else FLAGS.labelled_batch_size,
+      learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule, alpha=FLAGS.alpha,
+      log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
+      checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints)
+  return config.validate()
+
+
+def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:
+  settings = {k: v for k, v in config.to_dict().items()
+              if k not in checkpointing.RESUMABLE_SETTINGS}
+  digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+  labels = "all" if config.labels is None else config.labels
+  return os.path.join("runs", f"{launcher}-{config.dataset}-labels{labels}-seed{config.seed}-"
+                      f"{digest}")
+
+
+def _check_workdir_writable(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise config_lib.ConfigError(f"Cannot write to --workdir={workdir} ({e.strerror}); choose a "
+                                 f"directory you can write to.") from None
+
+
+def run(launcher: str, supervised: bool) -> None:
+  """Body of a launcher's main(): configure, validate, train, evaluate."""
+  logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every save at INFO
+  logging.getLogger("ievae_jax").setLevel(logging.INFO)
+  try:
+    config = config_from_flags(supervised)
+    workdir = FLAGS.workdir or default_workdir(launcher, config)
+    _check_workdir_writable(workdir)
+    arrays = data.load(config.dataset, config.data_dir, config.tfds_data_dir)
+    logging.getLogger("ievae_jax").info("workdir: %s", workdir)
+    results = ievae_jax.train_and_evaluate(config, workdir, arrays)
+  except (config_lib.ConfigError, data.DataError, ievae_jax.NonFiniteLossError) as e:
+    if FLAGS.verbosity >= 1:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(json.dumps({k: results[k] for k in ("test_error", "validation_error", "labels", "seed",
+                                            "steps", "wall_seconds")}))

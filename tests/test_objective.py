@@ -1,0 +1,123 @@
+"""The objective against independent computations (numpy, Monte Carlo, per-class loops)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ievae_jax import distributions, model, objective
+from tests.conftest import tiny_model_config
+
+K = 10
+
+
+def _params(routing="conditional", seed=0):
+  return model.init(jax.random.key(seed), tiny_model_config(routing=routing))
+
+
+def _binary_images(n, seed=1):
+  return jnp.asarray(np.random.default_rng(seed).random((n, 28, 28, 1)) < 0.3, jnp.float32)
+
+
+def _np_gauss_kl(mean, scale):
+  """KL(N(mean, scale^2) || N(0, 1)) summed over the last axis, in numpy."""
+  return np.sum(0.5 * (mean ** 2 + scale ** 2 - 1.0) - np.log(scale), axis=-1)
+
+
+def _np_bernoulli_log_prob(logits, x):
+  """sum over pixels of log Bernoulli(x; sigmoid(logits)), in float64 numpy."""
+  logits = np.asarray(logits, np.float64)
+  log_p1 = -np.logaddexp(0.0, -logits)
+  log_p0 = -np.logaddexp(0.0, logits)
+  return np.sum(x * log_p1 + (1 - x) * log_p0, axis=(-3, -2, -1))
+
+
+def test_gaussian_kl_matches_closed_form_and_monte_carlo():
+  rng = np.random.default_rng(0)
+  mean = rng.normal(size=(4, 3)).astype(np.float32)
+  scale = rng.uniform(0.3, 2.0, size=(4, 3)).astype(np.float32)
+  kl = np.asarray(distributions.latent_posterior(mean, scale).kl_divergence(
+      distributions.latent_prior(3)))
+  np.testing.assert_allclose(kl, _np_gauss_kl(mean, scale), rtol=1e-5)
+  # Monte Carlo: E_q[log q(z) - log p(z)] with 400k samples per row.
+  z = mean[:, None] + scale[:, None] * rng.normal(size=(4, 400_000, 3))
+  log_q = np.sum(-0.5 * ((z - mean[:, None]) / scale[:, None]) ** 2 - np.log(scale[:, None])
+                 - 0.5 * np.log(2 * np.pi), -1)
+  log_p = np.sum(-0.5 * z ** 2 - 0.5 * np.log(2 * np.pi), -1)
+  monte_carlo = np.mean(log_q - log_p, axis=1)
+  np.testing.assert_allclose(kl, monte_carlo, atol=0.03)
+
+
+@pytest.mark.parametrize("routing", ["conditional", "strict"])
+def test_labelled_elbo_matches_numpy(routing):
+  params = _params(routing)
+  x = _binary_images(6)
+  y = jnp.array([0, 1, 2, 3, 4, 9])
+  eps = jax.random.normal(jax.random.key(3), (6, params.config.z_dim))
+  got = objective.labelled_elbo(params, x, y, eps)
+
+  # Independent: the networks' raw outputs, then numpy for every density.
+  r = np.asarray(model.class_representations(params))[np.asarray(y)]
+  encoder_r = None if routing == "strict" else jnp.asarray(r)
+  mean, scale = model._apply(params, "equivariant_encoder", x, encoder_r)
+  mean, scale = np.asarray(mean), np.asarray(scale)
+  z = mean + scale * np.asarray(eps)
+  logits = model._apply(params, "decoder", jnp.asarray(r), jnp.asarray(z))
+  expected_rec = _np_bernoulli_log_prob(logits, np.asarray(x))
+  expected_kl = _np_gauss_kl(mean, scale)
+  expected = expected_rec - expected_kl - np.log(K)
+  np.testing.assert_allclose(got["reconstruction"], expected_rec, rtol=1e-5)
+  np.testing.assert_allclose(got["kl"], expected_kl, rtol=1e-5)
+  np.testing.assert_allclose(got["elbo"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("routing", ["conditional", "strict"])
+def test_unlabelled_bound_is_the_explicit_sum_over_classes(routing):
+  params = _params(routing)
+  x = _binary_images(5)
+  shape = objective.latent_noise_shape(params.config, 5, labelled=False)
+  eps = jax.random.normal(jax.random.key(4), shape)
+  got = objective.unlabelled_bound(params, x, eps)
+
+  # One class at a time, through the labelled ELBO, with the same noise.
+  per_class = []
+  for k in range(K):
+    eps_k = eps if routing == "strict" else eps[:, k]
+    per_class.append(np.asarray(objective.labelled_elbo(params, x, jnp.full(5, k), eps_k)["elbo"]))
+  per_class = np.stack(per_class, axis=1)                                    # (B, K)
+  logits = np.asarray(model.classify(params, x), np.float64)
+  q = np.exp(logits - logits.max(1, keepdims=True))
+  q /= q.sum(1, keepdims=True)
+  entropy = -np.sum(q * np.log(q), axis=1)
+  expected = np.sum(q * per_class, axis=1) + entropy
+  np.testing.assert_allclose(got["class_elbo"], per_class, rtol=1e-5)
+  np.testing.assert_allclose(got["entropy"], entropy, rtol=1e-4)
+  np.testing.assert_allclose(got["bound"], expected, rtol=1e-5)
+
+
+def test_alpha_weights_the_mean_labelled_cross_entropy():
+  params = _params()
+  x = _binary_images(8)
+  labelled = {"image": x[:4], "label": jnp.array([1, 3, 5, 7])}
+  unlabelled = {"image": x[4:]}
+  key = jax.random.key(7)
+  base, _ = objective.loss(params, labelled, unlabelled, key, alpha=0.0)
+  weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=37.5)
+  logits = np.asarray(model.classify(params, labelled["image"]), np.float64)
+  log_q = logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
+  cross_entropy = -np.mean(log_q[np.arange(4), [1, 3, 5, 7]])
+  np.testing.assert_allclose(float(weighted) - float(base), 37.5 * cross_entropy, rtol=1e-4)
+  np.testing.assert_allclose(metrics["cross_entropy"], cross_entropy, rtol=1e-5)
+
+
+def test_loss_is_minus_mean_elbo_minus_mean_bound():
+  params = _params()
+  x = _binary_images(8)
+  labelled = {"image": x[:4], "label": jnp.array([0, 2, 4, 6])}
+  key = jax.random.key(11)
+  total, metrics = objective.loss(params, labelled, {"image": x[4:]}, key, alpha=0.0)
+  np.testing.assert_allclose(total, -metrics["labelled_elbo"] - metrics["unlabelled_bound"],
+                             rtol=1e-6)
+  supervised, supervised_metrics = objective.loss(params, labelled, None, key, alpha=0.0)
+  np.testing.assert_allclose(supervised, -supervised_metrics["labelled_elbo"], rtol=1e-6)
+  assert "unlabelled_bound" not in supervised_metrics
