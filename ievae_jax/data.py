@@ -113,7 +113,13 @@ def load_tfds(dataset: str, data_dir: Optional[str] = None) -> Dict[str, np.ndar
   arrays = {}
   for split in ("train", "test"):
     source = tfds.data_source(dataset, split=split, data_dir=data_dir)
-    examples = source[list(range(len(source)))] if len(source) else []
+    indices = list(range(len(source)))
+    # __getitems__ reads a batch of records at once from array_record files; the
+    # mocked sources of tfds.testing only index one at a time.
+    try:
+      examples = source.__getitems__(indices)
+    except (AttributeError, TypeError):
+      examples = [source[i] for i in indices]
     arrays[f"{split}_images"] = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
     arrays[f"{split}_labels"] = np.asarray([e["label"] for e in examples], np.uint8)
     _check_pair(arrays[f"{split}_images"][..., 0], arrays[f"{split}_labels"],

@@ -45,7 +45,7 @@ class TrainState:
   step: jnp.ndarray            # int32 scalar: steps taken
   params: model.Params
   opt_state: Any
-  nonfinite_step: jnp.ndarray  # int32 scalar: first step with a non-finite loss, or -1
+  nonfinite_step: jnp.ndarray  # int32: first step (from 1, as logged) with a non-finite loss, or -1
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -91,17 +91,17 @@ def make_train_step(config: TrainConfig, alpha: float):
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep_if_finite = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     metrics["grad_norm"] = grad_norm
-    metrics["param_norm"] = optax.global_norm(params)
+    metrics["param_norm"] = optax.tree.norm(params)
     new_state = TrainState(
         step=state.step + 1,
         params=keep_if_finite(params, state.params),
         opt_state=keep_if_finite(opt_state, state.opt_state),
         nonfinite_step=jnp.where(finite | (state.nonfinite_step >= 0), state.nonfinite_step,
-                                 state.step))
+                                 state.step + 1))
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)

@@ -1,0 +1,111 @@
+"""The training step and loop: PRNG per step, resume, non-finite losses."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ievae_jax import checkpointing, data, objective, train_lib
+from ievae_jax.config import ConfigError
+from tests.conftest import tiny_train_config
+
+
+@pytest.fixture(scope="module")
+def small_arrays(small_mnist_dir):
+  return data.load("mnist", small_mnist_dir)
+
+
+def _batch(arrays, n=10):
+  return ({"image": arrays["train_images"][:n], "label": arrays["train_labels"][:n].astype(np.int32)},
+          {"image": arrays["train_images"][n:2 * n]})
+
+
+def test_step_is_a_function_of_seed_and_step(small_arrays):
+  config = tiny_train_config()
+  step = train_lib.make_train_step(config, alpha=1.0)
+  labelled, unlabelled = _batch(small_arrays)
+  new = lambda: train_lib.create_train_state(jax.random.key(0), config)
+  a, metrics_a = step(new(), labelled, unlabelled)
+  b, metrics_b = step(new(), labelled, unlabelled)
+  assert float(metrics_a["loss"]) == float(metrics_b["loss"])
+  assert int(a.step) == 1 and int(a.nonfinite_step) == -1
+  # The same state at another step number draws other noise.
+  c, metrics_c = step(new().replace(step=jnp.array(5, jnp.int32)), labelled, unlabelled)
+  assert float(metrics_c["loss"]) != float(metrics_a["loss"])
+
+
+def test_nonfinite_step_keeps_params_and_records_the_step(small_arrays):
+  config = tiny_train_config()
+  step = train_lib.make_train_step(config, alpha=1.0)
+  labelled, unlabelled = _batch(small_arrays)
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  nets = jax.tree.map(lambda a: a, state.params.nets)
+  nets["decoder"]["Dense_1"]["bias"] = nets["decoder"]["Dense_1"]["bias"].at[0].set(jnp.nan)
+  poisoned = state.replace(params=state.params.replace(nets=nets), step=jnp.array(9, jnp.int32))
+  before = jax.tree.map(np.asarray, poisoned.params)
+  after, _ = step(poisoned, labelled, unlabelled)
+  assert int(after.nonfinite_step) == 10 and int(after.step) == 10
+  for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(after.params)):
+    np.testing.assert_array_equal(x, np.asarray(y))
+
+
+def test_resume_continues_to_the_same_parameters(tmp_path, small_arrays):
+  straight = tiny_train_config(num_steps=6)
+  train_lib.train_and_evaluate(straight, str(tmp_path / "straight"), small_arrays)
+  # Stop at 4 (checkpointed), then resume to 6 with the same settings.
+  train_lib.train_and_evaluate(tiny_train_config(num_steps=4), str(tmp_path / "resumed"),
+                               small_arrays)
+  results = train_lib.train_and_evaluate(straight, str(tmp_path / "resumed"), small_arrays)
+  assert results["steps"] == 6
+  for name in ("straight", "resumed"):
+    assert sorted(os.listdir(tmp_path / name / "checkpoints"))[-1] == "6"
+  like = train_lib.create_train_state(jax.random.key(0), straight)
+  a, _ = checkpointing.restore_latest(checkpointing.manager(str(tmp_path / "straight")), like)
+  b, _ = checkpointing.restore_latest(checkpointing.manager(str(tmp_path / "resumed")), like)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, small_arrays, monkeypatch):
+  workdir = str(tmp_path / "run")
+  train_lib.train_and_evaluate(tiny_train_config(num_steps=4), workdir, small_arrays)
+  like = train_lib.create_train_state(jax.random.key(0), tiny_train_config())
+  good, _ = checkpointing.restore_latest(checkpointing.manager(workdir), like)
+
+  real_loss = objective.loss
+  def poisoned_loss(*args, **kwargs):
+    total, metrics = real_loss(*args, **kwargs)
+    return total * jnp.nan, metrics
+  monkeypatch.setattr(objective, "loss", poisoned_loss)
+  with pytest.raises(train_lib.NonFiniteLossError, match="non-finite at step 5.*step 4"):
+    train_lib.train_and_evaluate(tiny_train_config(num_steps=8), workdir, small_arrays)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "4"
+  kept, _ = checkpointing.restore_latest(checkpointing.manager(workdir), like)
+  for x, y in zip(jax.tree.leaves(good), jax.tree.leaves(kept)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_results_and_metrics_files(tmp_path, small_arrays):
+  results = train_lib.train_and_evaluate(tiny_train_config(), str(tmp_path), small_arrays)
+  saved = json.load(open(tmp_path / "results.json"))
+  for key in ("test_error", "labels", "seed", "steps", "dataset", "wall_seconds", "flags"):
+    assert key in saved
+  assert saved == json.loads(json.dumps(results))
+  assert 0.0 <= saved["test_error"] <= 1.0 and saved["labels"] == 20 and saved["steps"] == 4
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [l["step"] for l in lines] == [2, 4]
+  assert all(np.isfinite(l["loss"]) and "validation_error" in l for l in lines)
+
+
+def test_batch_size_must_divide_by_device_count(tmp_path, small_arrays, monkeypatch):
+  monkeypatch.setattr(jax, "devices", lambda: [object()] * 3)
+  with pytest.raises(ConfigError, match="--batch_size=10 does not divide by the 3 devices"):
+    train_lib.train_and_evaluate(tiny_train_config(), str(tmp_path), small_arrays)
+
+
+def test_default_alpha_convention():
+  assert train_lib.default_alpha(55000, 100) == pytest.approx(55.0)
+  assert train_lib.default_alpha(55000, 55000) == pytest.approx(0.1)
