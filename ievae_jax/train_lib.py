@@ -17,6 +17,7 @@ and never saves a state that went through such a step.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -56,7 +57,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
   return optax.adam(learning_rate)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def create_train_state(key: jax.Array, config: TrainConfig) -> TrainState:
+  """Fresh state for `config`, initialised from `key` (jitted: one compile, not one per op)."""
   params = model.init(key, config.model)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(config).init(params),

@@ -66,3 +66,16 @@ def tiny_train_config(**overrides):
   base = dict(model=model, labels=20, validation_size=100, num_steps=4, batch_size=10,
               labelled_batch_size=10, log_every=2, eval_every=2, checkpoint_every=2)
   return TrainConfig(**{**base, **overrides})
+
+
+def pytest_configure(config):
+  """Fast compiles: fewer XLA passes, and a compilation cache shared with subprocesses."""
+  import tempfile
+  import jax
+  cache = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                                os.path.join(tempfile.gettempdir(), "ievae_jax_test_cache"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_disable_most_optimizations", True)
