@@ -6,7 +6,7 @@ import flax.linen as nn
 
 from ievae_jax.config import ModelConfig
 from ievae_jax.nets import conv, mlp
-from ievae_jax.nets.layers import ConcatDense, InvariantEmbedding
+from ievae_jax.nets.layers import ConcatDense, EquivariantEncoder, InvariantEmbedding
 
 
 class Networks(NamedTuple):
@@ -16,12 +16,17 @@ class Networks(NamedTuple):
   decoder: nn.Module               # f([r_y, z]): logits of p(x | y, z)
 
 
+# Image features of the equivariant encoder, per architecture (see EquivariantEncoder).
+_encoder_features = {"mlp": lambda: mlp.flatten_image, "conv": conv.ConvTrunk}
+
+
 def build(config: ModelConfig) -> Networks:
   family = {"mlp": mlp, "conv": conv}[config.arch]
   return Networks(
       classifier=family.Classifier(config.hidden, config.num_classes),
       invariant_embedding=InvariantEmbedding(config.hidden, config.r_dim),
-      equivariant_encoder=family.EquivariantEncoder(config.hidden, config.z_dim),
+      equivariant_encoder=EquivariantEncoder(config.hidden, config.z_dim,
+                                             features=_encoder_features[config.arch]()),
       decoder=family.Decoder(config.hidden, tuple(config.image_shape)),
   )
 

@@ -1,20 +1,15 @@
-"""A small convolutional version: two stride-2 5x5 convolutions (32, 64 channels)
-down to 7x7, mirrored by two transposed convolutions in the decoder. For 28x28 images.
+"""A small convolutional version for 28x28 images: two stride-2 5x5 convolutions
+(32, 64 channels) down to 7x7 feed the classifier's dense layers and, as the image
+features of `layers.EquivariantEncoder`, the encoder's; the decoder mirrors them with
+two transposed convolutions.
 """
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ievae_jax.nets.layers import ConcatDense, GaussianHead
-
-
-def _apply_to_images(fn, x: jnp.ndarray) -> jnp.ndarray:
-  """Applies fn on (N, H, W, C) batches to x with any leading dims."""
-  lead = x.shape[:-3]
-  out = fn(x.reshape((-1,) + x.shape[-3:]))
-  return out.reshape(lead + out.shape[1:])
+from ievae_jax.nets.layers import ConcatDense, apply_to_images
 
 
 class ConvTrunk(nn.Module):
@@ -34,25 +29,9 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    h = _apply_to_images(ConvTrunk(), x)
+    h = apply_to_images(ConvTrunk(), x)
     h = nn.relu(nn.Dense(self.hidden)(h))
     return nn.Dense(self.num_classes)(h)
-
-
-class EquivariantEncoder(nn.Module):
-  """q(z | x, r) (r=None: the strict q(z | x)). x (..., 28, 28, C), r (..., r_dim) -> 2 x (..., z_dim).
-
-  The convolutions see x alone, so they run once per image whatever the number of
-  class hypotheses; r joins at the first dense layer.
-  """
-  hidden: int
-  z_dim: int
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, r: Optional[jnp.ndarray]) -> Tuple[jnp.ndarray, jnp.ndarray]:
-    features = _apply_to_images(ConvTrunk(), x)
-    h = nn.relu(ConcatDense(self.hidden, name="encoder_input")(features, r))
-    return GaussianHead(self.z_dim)(h)
 
 
 class Decoder(nn.Module):

@@ -1,6 +1,6 @@
 """Layers shared by the MLP and the convolutional networks."""
 
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -54,3 +54,31 @@ class InvariantEmbedding(nn.Module):
   def __call__(self, y_onehot: jnp.ndarray) -> jnp.ndarray:
     h = nn.relu(nn.Dense(self.hidden)(y_onehot))
     return nn.Dense(self.r_dim)(h)
+
+
+def apply_to_images(fn: Callable, x: jnp.ndarray) -> jnp.ndarray:
+  """Applies fn, defined on (N, H, W, C) batches, to images with any leading dims."""
+  lead = x.shape[:-3]
+  out = fn(x.reshape((-1,) + x.shape[-3:]))
+  return out.reshape(lead + out.shape[1:])
+
+
+class EquivariantEncoder(nn.Module):
+  """q(z | x, r) (r=None: the strict q(z | x)): image features, then [features, r]
+  through two dense layers to a Gaussian head.
+
+  `features` maps (N, H, W, C) images to (N, F) and runs once per image, however
+  many class hypotheses r carries; r joins at the first dense layer.
+  Shapes: x (..., H, W, C), r (..., r_dim) or None, leading dims broadcast ->
+  mean and scale, each (..., z_dim).
+  """
+  hidden: int
+  z_dim: int
+  features: Callable
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, r: Optional[jnp.ndarray]) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    h = nn.relu(ConcatDense(self.hidden, name="encoder_input")(
+        apply_to_images(self.features, x), r))
+    h = nn.relu(nn.Dense(self.hidden)(h))
+    return GaussianHead(self.z_dim)(h)

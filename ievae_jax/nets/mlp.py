@@ -1,15 +1,16 @@
 """MLP networks, 784-500-500 as in Kingma et al. 2014 (ReLU units)."""
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ievae_jax.nets.layers import ConcatDense, GaussianHead
+from ievae_jax.nets.layers import ConcatDense
 
 
-def _flatten_image(x: jnp.ndarray) -> jnp.ndarray:
+def flatten_image(x: jnp.ndarray) -> jnp.ndarray:
+  """(..., H, W, C) -> (..., H * W * C): the MLP encoder's image features."""
   return x.reshape(x.shape[:-3] + (-1,))
 
 
@@ -20,25 +21,9 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    h = nn.relu(nn.Dense(self.hidden)(_flatten_image(x)))
+    h = nn.relu(nn.Dense(self.hidden)(flatten_image(x)))
     h = nn.relu(nn.Dense(self.hidden)(h))
     return nn.Dense(self.num_classes)(h)
-
-
-class EquivariantEncoder(nn.Module):
-  """q(z | x, r) (r=None: the strict q(z | x)).
-
-  Shapes: x (..., H, W, C), r (..., r_dim) or None, leading dims broadcast ->
-  mean and scale, each (..., z_dim).
-  """
-  hidden: int
-  z_dim: int
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, r: Optional[jnp.ndarray]) -> Tuple[jnp.ndarray, jnp.ndarray]:
-    h = nn.relu(ConcatDense(self.hidden, name="encoder_input")(_flatten_image(x), r))
-    h = nn.relu(nn.Dense(self.hidden)(h))
-    return GaussianHead(self.z_dim)(h)
 
 
 class Decoder(nn.Module):

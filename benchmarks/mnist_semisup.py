@@ -1,0 +1,96 @@
+r"""Semi-supervised MNIST accuracy over seeds, with the supervised error beside it.
+
+Runs `experiments.mnist_semisup` once per seed (skipping finished runs and
+resuming interrupted ones: each seed has a fixed workdir) and
+`experiments.mnist_supervised` once, then prints a table and writes
+benchmarks/results/mnist_semisup_labels<labels>.json.
+
+  python -m benchmarks.mnist_semisup --labels=100 --seeds=0,1,2 \
+      --data_dir=../shared/data/mnist --parallel=2 -- --lr_schedule=cosine
+
+Arguments after `--` go to both launchers unchanged.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent import futures
+
+from absl import app, flags
+
+flags.DEFINE_integer("labels", 100, "Labelled examples.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
+flags.DEFINE_string("data_dir", None, "IDX directory passed to the launchers.")
+flags.DEFINE_string("root", "runs/bench", "Where the run directories live.")
+flags.DEFINE_string("tag", "default", "Name of this setting, part of each workdir's name.")
+flags.DEFINE_integer("parallel", 1, "Runs at a time.")
+flags.DEFINE_integer("supervised_steps", 10000, "Steps of the supervised run (0: skip it).")
+flags.DEFINE_string("output", None, "JSON path (default benchmarks/results/...).")
+FLAGS = flags.FLAGS
+
+
+def _launch(module, workdir, args):
+  if os.path.exists(os.path.join(workdir, "results.json")):
+    with open(os.path.join(workdir, "results.json")) as f:
+      results = json.load(f)
+    if results["steps"] >= results["flags"]["num_steps"]:
+      return results
+  os.makedirs(workdir, exist_ok=True)
+  command = [sys.executable, "-m", module, f"--workdir={workdir}", *args]
+  with open(workdir + ".log", "a") as log:
+    subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def main(argv):
+  passthrough = list(argv[1:])
+  data_args = [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
+  jobs = {}
+  with futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
+    for seed in FLAGS.seeds:
+      workdir = os.path.join(FLAGS.root, f"semisup{FLAGS.labels}-seed{seed}-{FLAGS.tag}")
+      args = [f"--labels={FLAGS.labels}", f"--seed={seed}", *data_args, *passthrough]
+      jobs[f"seed{seed}"] = pool.submit(_launch, "experiments.mnist_semisup", workdir, args)
+    if FLAGS.supervised_steps:
+      workdir = os.path.join(FLAGS.root, f"supervised-seed0-{FLAGS.tag}")
+      args = ["--seed=0", f"--num_steps={FLAGS.supervised_steps}", *data_args, *passthrough]
+      jobs["supervised"] = pool.submit(_launch, "experiments.mnist_supervised", workdir, args)
+  runs = {name: job.result() for name, job in jobs.items()}
+  seeds = [runs[f"seed{s}"] for s in FLAGS.seeds]
+  errors = [r["test_error"] for r in seeds]
+  summary = {
+      "dataset": seeds[0]["dataset"],
+      "labels": FLAGS.labels,
+      "test_error": statistics.mean(errors),
+      "test_error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+      "per_seed": [{k: r[k] for k in ("seed", "test_error", "validation_error", "steps",
+                                      "wall_seconds")} for r in seeds],
+      "steps": seeds[0]["steps"],
+      "wall_seconds_per_seed": [r["wall_seconds"] for r in seeds],
+      "flags": seeds[0]["flags"],
+      "command": "python -m benchmarks.mnist_semisup " + " ".join(sys.argv[1:]),
+      "note": ("Wall seconds were measured with other runs sharing the 2-core CPU "
+               f"({FLAGS.parallel} at a time)."),
+  }
+  if "supervised" in runs:
+    summary["supervised"] = {k: runs["supervised"][k] for k in
+                             ("test_error", "validation_error", "labels", "steps",
+                              "wall_seconds")}
+  output = FLAGS.output or os.path.join("benchmarks", "results",
+                                        f"mnist_semisup_labels{FLAGS.labels}.json")
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  with open(output, "w") as f:
+    json.dump(summary, f, indent=2)
+  print(f"{'run':<12}{'test error':>12}{'validation':>12}{'steps':>8}{'wall s':>9}")
+  for name, r in runs.items():
+    print(f"{name:<12}{r['test_error']:>12.4f}{r['validation_error']:>12.4f}{r['steps']:>8}"
+          f"{r['wall_seconds']:>9.0f}")
+  print(f"mean test error over {len(errors)} seeds: {summary['test_error']:.4f} "
+        f"(std {summary['test_error_std']:.4f}); written to {output}")
+
+
+if __name__ == "__main__":
+  app.run(main)
