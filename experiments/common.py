@@ -129,5 +129,8 @@ def run(launcher: str, supervised: bool) -> None:
       raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except ievae_jax.TrainingInterrupted as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)
   print(json.dumps({k: results[k] for k in ("test_error", "validation_error", "labels", "seed",
                                             "steps", "wall_seconds")}))

@@ -9,12 +9,12 @@ from ievae_jax.config import ConfigError, ModelConfig, TrainConfig
 from ievae_jax.data import DataError
 from ievae_jax.model import (Params, classify, decode, encode_equivariant, encode_invariant,
                              generate, init, transfer)
-from ievae_jax.train_lib import NonFiniteLossError, train_and_evaluate
+from ievae_jax.train_lib import NonFiniteLossError, TrainingInterrupted, train_and_evaluate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "DataError", "ModelConfig", "NonFiniteLossError", "Params", "TrainConfig",
     "classify", "decode", "encode_equivariant", "encode_invariant", "generate", "init", "load",
-    "train_and_evaluate", "transfer",
+    "train_and_evaluate", "TrainingInterrupted", "transfer",
 ]

@@ -74,19 +74,22 @@ RESUMABLE_SETTINGS = ("num_steps", "log_every", "eval_every", "checkpoint_every"
                       "keep_checkpoints", "data_dir", "tfds_data_dir")
 
 
+def check_same_settings(saved: dict, config: TrainConfig, where: str) -> None:
+  """Raises ConfigError naming every setting (beyond RESUMABLE_SETTINGS) that differs."""
+  relevant = lambda d: {k: v for k, v in d.items() if k not in RESUMABLE_SETTINGS}
+  diff = mismatched_settings(relevant(saved), relevant(config.to_dict()))
+  if diff:
+    raise ConfigError(f"{where} holds a run with other settings: {'; '.join(diff)}. Use a fresh "
+                      f"--workdir, or the saved settings to resume.")
+
+
 def check_workdir_config(workdir: str, config: TrainConfig) -> None:
   """Writes <workdir>/config.json, or refuses a workdir written by a different run."""
   path = os.path.join(workdir, CONFIG_FILE)
-  current = config.to_dict()
   if os.path.exists(path):
     with open(path) as f:
-      saved = json.load(f)
-    relevant = lambda d: {k: v for k, v in d.items() if k not in RESUMABLE_SETTINGS}
-    diff = mismatched_settings(relevant(saved), relevant(current))
-    if diff:
-      raise ConfigError(f"Workdir {workdir} holds a run with other settings: {'; '.join(diff)}. "
-                        f"Use a fresh --workdir, or the saved settings to resume.")
-  write_json_atomically(path, current)
+      check_same_settings(json.load(f), config, f"Workdir {workdir}")
+  write_json_atomically(path, config.to_dict())
 
 
 def load(workdir: str, step: Optional[int] = None):

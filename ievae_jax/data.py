@@ -167,9 +167,25 @@ def balanced_subset(labels: np.ndarray, per_class: int, num_classes: int,
   return np.sort(np.concatenate(chosen))
 
 
+def check_arrays(arrays: Dict[str, np.ndarray], num_classes: int) -> None:
+  """Refuses arrays that are not what `load` returns: uint8 images (N, H, W, C) in
+  [0, 255] (so no NaN can enter) with integer labels (N,) in [0, K)."""
+  for split in ("train", "test"):
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+      raise DataError(f"{split} images must be a uint8 array (N, H, W, C) with values in "
+                      f"[0, 255], got {getattr(images, 'dtype', type(images))} of shape "
+                      f"{getattr(images, 'shape', '?')}; convert float images with "
+                      f"np.round(255 * x).astype(np.uint8).")
+    _check_pair(images[..., 0], np.asarray(labels), num_classes, split)
+    if not np.issubdtype(np.asarray(labels).dtype, np.integer):
+      raise DataError(f"{split} labels must be integers, got {np.asarray(labels).dtype}.")
+
+
 def make_splits(arrays: Dict[str, np.ndarray], num_classes: int, labels: Optional[int],
                 validation_size: int, seed: int) -> Splits:
   """Validation, labelled and unlabelled parts of the training split (see module doc)."""
+  check_arrays(arrays, num_classes)
   images, targets = arrays["train_images"], arrays["train_labels"]
   if validation_size >= len(images):
     raise DataError(f"--validation_size={validation_size} leaves no training data out of "

@@ -17,10 +17,13 @@ and never saves a state that went through such a step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -39,6 +42,32 @@ log = logging.getLogger("ievae_jax")
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the message names the step."""
+
+
+class TrainingInterrupted(Exception):
+  """SIGTERM or SIGINT stopped training after saving a checkpoint."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Yields a list that receives the first SIGTERM / SIGINT, so the loop can save a
+  checkpoint before it stops. The previous handlers are restored on exit; outside
+  the main thread (where Python cannot install handlers) nothing is installed."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+              for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
 
 
 @flax.struct.dataclass
@@ -129,11 +158,29 @@ def _validate_devices(config: TrainConfig, num_devices: int) -> None:
                         f"multiple of {num_devices}.")
 
 
+def _log_window(window_metrics, done: int, num_steps: int, examples_per_s: float,
+                elapsed: float, remaining: float) -> Dict[str, float]:
+  """Logs the mean metrics of the steps since the last log; returns them."""
+  means = {k: float(np.mean(v)) for k, v in jax.device_get(
+      jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
+  log.info("step %d/%d | loss %.2f | labelled elbo %.2f | unlabelled bound %s | "
+           "cross-entropy %.4f | kl %.2f | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
+           done, num_steps, means["loss"], means["labelled_elbo"],
+           f"{means['unlabelled_bound']:.2f}" if "unlabelled_bound" in means else "-",
+           means["cross_entropy"], means["kl"], examples_per_s, elapsed, remaining)
+  return means
+
+
 def train_and_evaluate(config: TrainConfig, workdir: str,
                        arrays: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, Any]:
   """Trains (resuming from the latest checkpoint in `workdir`), evaluates, and writes
   <workdir>/results.json. `arrays` (as from `data.load`) skips reading the dataset.
-  Returns the results dict."""
+
+  Raises ConfigError or DataError on bad settings or data (before compiling),
+  NonFiniteLossError on a non-finite loss, and TrainingInterrupted after SIGTERM or
+  SIGINT (a checkpoint of the last finished step is saved first).
+  Returns the results dict.
+  """
   config.validate()
   devices = jax.devices()
   _validate_devices(config, len(devices))
@@ -161,8 +208,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   restored = checkpointing.restore_latest(mngr, state)
   wall_before = 0.0
   if restored is not None:
-    state, meta = restored
-    wall_before = float(meta.get("wall_seconds", 0.0))
+    state, saved_meta = restored
+    checkpointing.check_same_settings(saved_meta["config"], config,
+                                      f"The checkpoint at step {int(state.step)} in {workdir}")
+    wall_before = float(saved_meta.get("wall_seconds", 0.0))
     log.info("Resumed from the checkpoint at step %d in %s.", int(state.step), workdir)
   train_step = make_train_step(config, alpha)
 
@@ -173,50 +222,49 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
            len(splits.unlabelled_images), len(splits.validation_images), len(splits.test_images),
            alpha, len(devices))
 
-  def meta(wall):
-    return {"config": config.to_dict(), "wall_seconds": wall, "alpha": alpha}
-
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   start_step = int(state.step)
   t_start = time.time()
+  wall = lambda: wall_before + time.time() - t_start
+  save = lambda step: checkpointing.save(
+      mngr, step, state, {"config": config.to_dict(), "wall_seconds": wall(), "alpha": alpha})
   window_start, window_metrics = time.time(), []
-  for step in range(start_step, config.num_steps):
-    labelled, unlabelled = data.training_batch(splits, step, config.seed,
-                                               config.labelled_batch_size, config.batch_size)
-    labelled, unlabelled = jax.device_put((labelled, unlabelled), batch_sharding)
-    state, metrics = train_step(state, labelled, unlabelled)
-    window_metrics.append(metrics)
-    done = step + 1
-    record = None
-    if done % config.log_every == 0 or done == config.num_steps:
-      _check_finite(state, mngr)
-      means = {k: float(np.mean(v)) for k, v in jax.device_get(
-          jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
-      now = time.time()
-      rate = len(window_metrics) * examples_per_step / (now - window_start)
-      elapsed = wall_before + now - t_start
-      remaining = (config.num_steps - done) * examples_per_step / rate
-      log.info("step %d/%d | loss %.2f | labelled elbo %.2f | unlabelled bound %s | "
-               "cross-entropy %.4f | kl %.2f | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
-               done, config.num_steps, means["loss"], means["labelled_elbo"],
-               f"{means['unlabelled_bound']:.2f}" if "unlabelled_bound" in means else "-",
-               means["cross_entropy"], means["kl"], rate, elapsed, remaining)
-      record = {"step": done, "examples_per_s": rate, "elapsed_s": elapsed, **means}
-      window_start, window_metrics = time.time(), []
-    if done % config.eval_every == 0 and len(splits.validation_images):
-      _check_finite(state, mngr)
-      error = evaluation.classification_error(state.params, splits.validation_images,
-                                              splits.validation_labels)
-      log.info("step %d | validation error %.4f", done, error)
-      record = {**(record or {"step": done}), "validation_error": error}
-    if record is not None and jax.process_index() == 0:
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if done % config.checkpoint_every == 0 or done == config.num_steps:
-      _check_finite(state, mngr)
-      checkpointing.save(mngr, done, state, meta(wall_before + time.time() - t_start))
+  with _stop_requests() as stop_signals:
+    for step in range(start_step, config.num_steps):
+      labelled, unlabelled = data.training_batch(splits, step, config.seed,
+                                                 config.labelled_batch_size, config.batch_size)
+      labelled, unlabelled = jax.device_put((labelled, unlabelled), batch_sharding)
+      state, metrics = train_step(state, labelled, unlabelled)
+      window_metrics.append(metrics)
+      done = step + 1
+      record = None
+      if done % config.log_every == 0 or done == config.num_steps:
+        _check_finite(state, mngr)
+        seconds = time.time() - window_start
+        rate = len(window_metrics) * examples_per_step / seconds
+        remaining = (config.num_steps - done) * seconds / len(window_metrics)
+        means = _log_window(window_metrics, done, config.num_steps, rate, wall(), remaining)
+        record = {"step": done, "examples_per_s": rate, "elapsed_s": wall(), **means}
+        window_start, window_metrics = time.time(), []
+      if done % config.eval_every == 0 and len(splits.validation_images):
+        _check_finite(state, mngr)
+        error = evaluation.classification_error(state.params, splits.validation_images,
+                                                splits.validation_labels)
+        log.info("step %d | validation error %.4f", done, error)
+        record = {**(record or {"step": done}), "validation_error": error}
+      if record is not None and jax.process_index() == 0:
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(record) + "\n")
+      if done % config.checkpoint_every == 0 or done == config.num_steps or stop_signals:
+        _check_finite(state, mngr)
+        save(done)
+      if stop_signals:
+        mngr.close()
+        raise TrainingInterrupted(
+            f"Stopped by {signal.Signals(stop_signals[0]).name} after step {done}; its checkpoint "
+            f"is saved in {workdir}: rerun the same command to resume.", stop_signals[0])
   trained_steps = int(state.step) - start_step
-  wall = wall_before + time.time() - t_start
+  wall_seconds = wall()
   mngr.close()
 
   results = {
@@ -229,7 +277,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
       "seed": config.seed,
       "steps": int(state.step),
       "dataset": config.dataset,
-      "wall_seconds": wall,
+      "wall_seconds": wall_seconds,
       "examples_per_s_this_process": (trained_steps * examples_per_step / (time.time() - t_start)
                                       if trained_steps else None),
       "alpha": alpha,
@@ -239,5 +287,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   if jax.process_index() == 0:
     checkpointing.write_json_atomically(os.path.join(workdir, "results.json"), results)
   log.info("test error %.4f (validation %s) after %d steps, %.0f s; results in %s",
-           results["test_error"], results["validation_error"], results["steps"], wall, workdir)
+           results["test_error"], results["validation_error"], results["steps"], wall_seconds,
+           workdir)
   return results
