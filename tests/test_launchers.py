@@ -1,5 +1,6 @@
 """The launchers end to end on a few hundred examples, and their errors on bad input."""
 
+import gzip
 import json
 import os
 import shutil
@@ -44,41 +45,109 @@ def test_supervised_launcher_and_data_dir_from_environment(tmp_path, small_mnist
   assert results["labels"] == 500 and results["flags"]["labels"] is None
 
 
-def _bad_dirs(tmp_path, small_mnist_dir):
-  missing = tmp_path / "missing_file"
-  shutil.copytree(small_mnist_dir, missing)
-  os.remove(missing / "train-labels-idx1-ubyte.gz")
-  truncated = tmp_path / "truncated"
-  shutil.copytree(small_mnist_dir, truncated)
-  raw = (truncated / "train-images-idx3-ubyte.gz").read_bytes()
-  (truncated / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 3])
-  return str(missing), str(truncated)
+def _bad_dirs(tmp_path, small_mnist_dir, mnist_arrays):
+  """Data directories with one thing wrong each."""
+  made = {}
+  def variant(name, edit):
+    path = tmp_path / name
+    shutil.copytree(small_mnist_dir, path)
+    edit(path)
+    made[name] = str(path)
+  variant("missing_file", lambda p: os.remove(p / "train-labels-idx1-ubyte.gz"))
+  def truncate(p):
+    raw = (p / "train-images-idx3-ubyte.gz").read_bytes()
+    (p / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 3])
+  variant("truncated", truncate)
+  def bad_magic(p):
+    with gzip.open(p / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+      f.write(b"\x00\x00\x09\x01" + (200).to_bytes(4, "big") + bytes(200))
+  variant("bad_magic", bad_magic)
+  def label_out_of_range(p):
+    labels = mnist_arrays["train_labels"][:600].copy()
+    labels[5] = 11
+    write_idx(str(p / "train-labels-idx1-ubyte.gz"), labels)
+  variant("label_out_of_range", label_out_of_range)
+  def wrong_shape(p):
+    write_idx(str(p / "t10k-labels-idx1-ubyte.gz"), mnist_arrays["test_labels"][:150])
+  variant("wrong_shape", wrong_shape)
+  return made
 
 
-@pytest.mark.parametrize("case", [
-    "dataset", "labels_multiple", "labels_too_many", "labels_text", "missing_file", "truncated",
-    "no_dir", "arch", "learning_rate"])
-def test_bad_input_gives_one_clear_sentence(tmp_path, small_mnist_dir, case):
-  missing, truncated = _bad_dirs(tmp_path, small_mnist_dir)
-  base = [f"--workdir={tmp_path / 'run'}", *SMALL]
-  args, message = {
-      "dataset": (["--dataset=cifar", f"--data_dir={small_mnist_dir}"], "Unknown dataset 'cifar'"),
-      "labels_multiple": (["--labels=15", f"--data_dir={small_mnist_dir}"],
-                          "--labels=15 is not a positive multiple of the 10 classes"),
-      "labels_too_many": (["--labels=1000", f"--data_dir={small_mnist_dir}"],
-                          "--labels=1000 exceeds the 500 training examples"),
-      "labels_text": (["--labels=lots", f"--data_dir={small_mnist_dir}"], "is not a number"),
-      "missing_file": ([f"--data_dir={missing}"], "lacks train-labels-idx1-ubyte.gz"),
-      "truncated": ([f"--data_dir={truncated}"], "truncated or corrupt"),
-      "no_dir": ([f"--data_dir={tmp_path / 'nowhere'}"], "does not exist"),
-      "arch": (["--arch=resnet", f"--data_dir={small_mnist_dir}"], "Unknown architecture"),
-      "learning_rate": (["--learning_rate=-1", f"--data_dir={small_mnist_dir}"],
-                        "--learning_rate must be positive"),
-  }[case]
-  run = _run("experiments.mnist_semisup", *args, *base)
+BAD_INPUT = {
+    # case: (flags, data directory variant or None for the good one, the sentence's key part)
+    "dataset": (["--dataset=cifar"], None, "Unknown dataset 'cifar'"),
+    "arch": (["--arch=resnet"], None, "Unknown architecture 'resnet'"),
+    "routing": (["--routing=sideways"], None, "Unknown routing 'sideways'"),
+    "labels_multiple": (["--labels=15"], None,
+                        "--labels=15 is not a positive multiple of the 10 classes"),
+    "labels_zero": (["--labels=0"], None, "--labels=0 is not a positive multiple"),
+    "labels_too_many": (["--labels=1000"], None, "--labels=1000 exceeds the 500 training examples"),
+    "labels_text": (["--labels=lots"], None, "is not a number"),
+    "batch_size": (["--batch_size=0"], None, "--batch_size must be a positive integer, got 0"),
+    "num_steps": (["--num_steps=-5"], None, "--num_steps must be a positive integer, got -5"),
+    "z_dim": (["--z_dim=0"], None, "z_dim must be a positive integer, got 0"),
+    "learning_rate": (["--learning_rate=-1"], None, "--learning_rate must be positive"),
+    "lr_schedule": (["--lr_schedule=linear"], None, "Unknown lr_schedule 'linear'"),
+    "no_dir": (["--data_dir=/nonexistent/mnist"], None, "does not exist"),
+    "missing_file": ([], "missing_file", "lacks train-labels-idx1-ubyte.gz"),
+    "truncated": ([], "truncated", "truncated or corrupt"),
+    "bad_magic": ([], "bad_magic", "expected unsigned bytes"),
+    "label_out_of_range": ([], "label_out_of_range", "labels go up to 11"),
+    "wrong_shape": ([], "wrong_shape", "do not match"),
+    "unwritable_workdir": (["--workdir=/proc/ievae_run"], None, "Cannot write to --workdir"),
+}
+
+
+@pytest.fixture(scope="module")
+def semisup_main():
+  """The semi-supervised launcher's body, run in this process with given flags."""
+  from absl import flags
+  from experiments import mnist_semisup
+  def run(argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["mnist_semisup", *argv])
+    mnist_semisup.main([])
+  return run
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_gives_one_clear_sentence(tmp_path, small_mnist_dir, mnist_arrays, capsys,
+                                            semisup_main, case):
+  args, variant, message = BAD_INPUT[case]
+  data_dir = _bad_dirs(tmp_path, small_mnist_dir, mnist_arrays)[variant] if variant else \
+      small_mnist_dir
+  workdir = tmp_path / "run"
+  argv = [f"--workdir={workdir}", f"--data_dir={data_dir}", *SMALL, *args]
+  with pytest.raises(SystemExit) as exit_info:
+    semisup_main(argv)
+  assert exit_info.value.code == 1
+  stderr = capsys.readouterr().err
+  error_lines = [l for l in stderr.splitlines() if l.startswith("error:")]
+  assert len(error_lines) == 1 and message in error_lines[0], stderr[-2000:]
+  assert not os.path.exists(workdir / "checkpoints")
+
+
+def test_workdir_of_another_run_is_not_overwritten(tmp_path, small_mnist_dir, capsys,
+                                                   semisup_main):
+  workdir = tmp_path / "run"
+  semisup_main([f"--workdir={workdir}", f"--data_dir={small_mnist_dir}", "--labels=20", *SMALL])
+  before = sorted(os.listdir(workdir / "checkpoints"))
+  config_before = (workdir / "config.json").read_text()
+  with pytest.raises(SystemExit) as exit_info:
+    semisup_main([f"--workdir={workdir}", f"--data_dir={small_mnist_dir}", "--labels=20", *SMALL,
+                  "--z_dim=5"])
+  assert exit_info.value.code == 1
+  assert "model.z_dim (saved 3, now 5)" in capsys.readouterr().err
+  assert sorted(os.listdir(workdir / "checkpoints")) == before
+  assert (workdir / "config.json").read_text() == config_before
+
+
+def test_batch_not_divisible_by_devices_exits_before_compiling(tmp_path, small_mnist_dir):
+  run = _run("experiments.mnist_semisup", f"--workdir={tmp_path / 'run'}",
+             f"--data_dir={small_mnist_dir}", "--labels=20", *SMALL,
+             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
   assert run.returncode == 1
-  assert message in run.stderr, run.stderr[-2000:]
+  assert "error: --batch_size=10 does not divide by the 4 devices; use a multiple of 4." in \
+      run.stderr
   assert "Traceback" not in run.stderr
-  error_lines = [l for l in run.stderr.splitlines() if l.startswith("error:")]
-  assert len(error_lines) == 1
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
