@@ -36,11 +36,21 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None
   mngr.wait_until_finished()
 
 
-def restore_latest(mngr: ocp.CheckpointManager, like: Any) -> Optional[Tuple[Any, dict]]:
-  """(state, meta) of the latest checkpoint, shaped and sharded like `like`; None if none."""
+def restore_latest(mngr: ocp.CheckpointManager, like: Any,
+                   config: Optional[TrainConfig] = None) -> Optional[Tuple[Any, dict]]:
+  """(state, meta) of the latest checkpoint, shaped and sharded like `like`; None if none.
+
+  With `config`, the checkpoint's saved settings are read and compared first, so a
+  checkpoint of other settings is refused (ConfigError naming them) before any
+  array is loaded.
+  """
   step = mngr.latest_step()
   if step is None:
     return None
+  if config is not None:
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    check_same_settings(meta["config"], config,
+                        f"The checkpoint at step {step} in {os.path.dirname(mngr.directory)}")
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                         meta=ocp.args.JsonRestore()))
@@ -84,12 +94,15 @@ def check_same_settings(saved: dict, config: TrainConfig, where: str) -> None:
 
 
 def check_workdir_config(workdir: str, config: TrainConfig) -> None:
-  """Writes <workdir>/config.json, or refuses a workdir written by a different run."""
+  """Refuses a workdir whose config.json holds other settings (ConfigError)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path):
     with open(path) as f:
       check_same_settings(json.load(f), config, f"Workdir {workdir}")
-  write_json_atomically(path, config.to_dict())
+
+
+def write_workdir_config(workdir: str, config: TrainConfig) -> None:
+  write_json_atomically(os.path.join(workdir, CONFIG_FILE), config.to_dict())
 
 
 def load(workdir: str, step: Optional[int] = None):

@@ -205,12 +205,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state = jax.device_put(create_train_state(jax.random.key(config.seed), config), replicated)
-  restored = checkpointing.restore_latest(mngr, state)
+  restored = checkpointing.restore_latest(mngr, state, config)
+  checkpointing.write_workdir_config(workdir, config)
   wall_before = 0.0
   if restored is not None:
     state, saved_meta = restored
-    checkpointing.check_same_settings(saved_meta["config"], config,
-                                      f"The checkpoint at step {int(state.step)} in {workdir}")
     wall_before = float(saved_meta.get("wall_seconds", 0.0))
     log.info("Resumed from the checkpoint at step %d in %s.", int(state.step), workdir)
   train_step = make_train_step(config, alpha)

@@ -42,6 +42,7 @@ def test_restore_latest_is_none_in_an_empty_workdir(tmp_path):
 def test_workdir_of_other_settings_is_refused(tmp_path):
   config = tiny_train_config()
   checkpointing.check_workdir_config(str(tmp_path), config)
+  checkpointing.write_workdir_config(str(tmp_path), config)
   checkpointing.check_workdir_config(str(tmp_path), config.__class__(
       **{**config.__dict__, "num_steps": 99}))  # resumable change
   other = config.__class__(**{**config.__dict__,

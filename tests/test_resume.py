@@ -16,7 +16,7 @@ import pytest
 
 from ievae_jax import checkpointing, data, train_lib
 from ievae_jax.config import ConfigError
-from tests.conftest import REPO, tiny_train_config
+from tests.conftest import REPO, tiny_model_config, tiny_train_config
 
 STEPS = 600
 ARGS = ["--labels=20", f"--num_steps={STEPS}", "--batch_size=10", "--labelled_batch_size=10",
@@ -115,6 +115,11 @@ def test_checkpoint_of_other_settings_is_refused_even_without_config_json(tmp_pa
   with pytest.raises(ConfigError, match=r"checkpoint at step 2 .* learning_rate \(saved 0.001, "
                                         r"now 0.5\)"):
     train_lib.train_and_evaluate(other, workdir, arrays)
+  assert not os.path.exists(os.path.join(workdir, "config.json"))  # nothing rewritten
+  # Other shapes are refused by name too, before orbax tries to load mismatched arrays.
+  wider = tiny_train_config(num_steps=4, model=tiny_model_config(hidden=48))
+  with pytest.raises(ConfigError, match=r"model\.hidden \(saved 32, now 48\)"):
+    train_lib.train_and_evaluate(wider, workdir, arrays)
 
 
 def test_float_images_with_nan_are_refused(small_mnist_dir):
