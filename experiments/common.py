@@ -130,7 +130,7 @@ def run(launcher: str, supervised: bool) -> None:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except ievae_jax.TrainingInterrupted as e:
-    print(f"stopped: {e}", file=sys.stderr)
+    print(e, file=sys.stderr)
     sys.exit(128 + e.signum)
   print(json.dumps({k: results[k] for k in ("test_error", "validation_error", "labels", "seed",
                                             "steps", "wall_seconds")}))
