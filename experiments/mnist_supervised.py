@@ -7,7 +7,7 @@ from absl import app
 
 from experiments import common
 
-common.define_flags({"labels": "all", "num_steps": 10000})
+common.define_flags({"labels": "all", "num_steps": 10000, "lr_schedule": "cosine"})
 
 
 def main(argv):
