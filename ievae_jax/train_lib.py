@@ -146,8 +146,8 @@ def _check_finite(state: TrainState, mngr) -> None:
     kept = f"the last good checkpoint (step {last}) is kept" if last is not None else \
         "no checkpoint had been written yet"
     raise NonFiniteLossError(
-        f"The loss became non-finite at step {bad}; training stopped and {kept}. Lower "
-        f"--learning_rate or check the input data for NaN or infinite values.")
+        f"The loss became non-finite at step {bad}; training stopped and {kept}. Check the "
+        f"input data, or lower --learning_rate and train in a fresh --workdir.")
 
 
 def _validate_devices(config: TrainConfig, num_devices: int) -> None:
