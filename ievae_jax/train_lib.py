@@ -158,6 +158,17 @@ def _validate_devices(config: TrainConfig, num_devices: int) -> None:
                         f"multiple of {num_devices}.")
 
 
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """Keeps only the records of <workdir>/metrics.jsonl up to `last_step`."""
+  if not os.path.exists(path) or jax.process_index() != 0:
+    return
+  with open(path) as f:
+    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+  with open(path + ".tmp", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
 def _log_window(window_metrics, done: int, num_steps: int, examples_per_s: float,
                 elapsed: float, remaining: float) -> Dict[str, float]:
   """Logs the mean metrics of the steps since the last log; returns them."""
@@ -225,8 +236,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   start_step = int(state.step)
   t_start = time.time()
   wall = lambda: wall_before + time.time() - t_start
-  save = lambda step: checkpointing.save(
+  save = lambda step, state: checkpointing.save(
       mngr, step, state, {"config": config.to_dict(), "wall_seconds": wall(), "alpha": alpha})
+  # A run killed after its last checkpoint logged steps it will now redo: drop them.
+  _truncate_metrics(metrics_path, start_step)
   window_start, window_metrics = time.time(), []
   with _stop_requests() as stop_signals:
     for step in range(start_step, config.num_steps):
@@ -256,7 +269,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
           f.write(json.dumps(record) + "\n")
       if done % config.checkpoint_every == 0 or done == config.num_steps or stop_signals:
         _check_finite(state, mngr)
-        save(done)
+        save(done, state)
       if stop_signals:
         mngr.close()
         raise TrainingInterrupted(

@@ -79,6 +79,8 @@ def test_killed_and_terminated_runs_resume_bitwise(tmp_path, small_mnist_dir):
     assert int(state.step) == STEPS
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(state)):
       np.testing.assert_array_equal(a, b)
+    logged = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert logged == sorted(set(logged)) and logged[-1] == STEPS   # no step logged twice
     results = json.load(open(os.path.join(workdir, "results.json")))
     for key in ("test_error", "validation_error", "steps", "labels"):
       assert results[key] == reference_results[key]
