@@ -21,6 +21,10 @@ from ievae_jax import checkpointing
 
 FLAGS = flags.FLAGS
 
+# M2's d_z = 50 follows Kingma et al. 2014; the VAE gets the IE-VAE's d_z so that the
+# comparison is "the same latent without the routing".
+DEFAULT_Z_DIM = {"ievae": 8, "m2": 50, "vae": 8}
+
 
 def define_flags(defaults: dict) -> None:
   """Defines the launcher flags; `defaults` overrides TrainConfig's defaults."""
@@ -45,7 +49,10 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_string("lr_schedule", base["lr_schedule"], "constant | cosine.")
   flags.DEFINE_float("alpha", base["alpha"], "Weight of the mean labelled cross-entropy; "
                      "default 0.1 * N / N_l.")
-  flags.DEFINE_integer("z_dim", base["z_dim"], "Size of the equivariant latent z.")
+  flags.DEFINE_string("model", base["kind"], "ievae (default) | m2 (Kingma et al. 2014's M2, "
+                      "one-hot y) | vae (one latent, no class; unsupervised).")
+  flags.DEFINE_integer("z_dim", None, "Size of the equivariant latent z; default "
+                       + ", ".join(f"{d} ({k})" for k, d in DEFAULT_Z_DIM.items()) + ".")
   flags.DEFINE_integer("r_dim", base["r_dim"], "Size of the invariant representation r_y.")
   flags.DEFINE_integer("hidden", base["hidden"], "Hidden width of the networks.")
   flags.DEFINE_string("arch", base["arch"], "mlp | conv.")
@@ -75,8 +82,12 @@ def config_from_flags(supervised: bool) -> config_lib.TrainConfig:
   if FLAGS.dataset not in data.NUM_CLASSES:
     raise config_lib.ConfigError(
         f"Unknown dataset {FLAGS.dataset!r}; use one of {', '.join(data.NUM_CLASSES)}.")
+  if FLAGS.model not in config_lib.MODELS:
+    raise config_lib.ConfigError(
+        f"Unknown --model={FLAGS.model!r}; use one of {', '.join(config_lib.MODELS)}.")
+  z_dim = DEFAULT_Z_DIM[FLAGS.model] if FLAGS.z_dim is None else FLAGS.z_dim
   model = config_lib.ModelConfig(
-      num_classes=data.NUM_CLASSES[FLAGS.dataset], arch=FLAGS.arch, z_dim=FLAGS.z_dim,
+      num_classes=data.NUM_CLASSES[FLAGS.dataset], kind=FLAGS.model, arch=FLAGS.arch, z_dim=z_dim,
       r_dim=FLAGS.r_dim, hidden=FLAGS.hidden, routing=FLAGS.routing)
   labels = None if supervised else _labels_from_flag(FLAGS.labels)
   config = config_lib.TrainConfig(

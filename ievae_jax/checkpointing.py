@@ -87,6 +87,10 @@ RESUMABLE_SETTINGS = ("num_steps", "log_every", "eval_every", "checkpoint_every"
 def check_same_settings(saved: dict, config: TrainConfig, where: str) -> None:
   """Raises ConfigError naming every setting (beyond RESUMABLE_SETTINGS) that differs."""
   relevant = lambda d: {k: v for k, v in d.items() if k not in RESUMABLE_SETTINGS}
+  try:  # fills settings added since the run was saved with their defaults
+    saved = TrainConfig.from_dict(saved).to_dict()
+  except (TypeError, KeyError):
+    pass
   diff = mismatched_settings(relevant(saved), relevant(config.to_dict()))
   if diff:
     raise ConfigError(f"{where} holds a run with other settings: {'; '.join(diff)}. Use a fresh "

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
+# "ievae": the method. "m2": Kingma et al. 2014's M2, q(z | x, y) and p(x | y, z) on a
+# one-hot y. "vae": one latent, no class (classification only through a probe).
+MODELS = ("ievae", "m2", "vae")
 ARCHS = ("mlp", "conv")
 # "conditional": q(z | x, r_y), the spec's default. "strict": q(z | x), the ablation.
 ROUTINGS = ("conditional", "strict")
@@ -27,6 +30,10 @@ class ModelConfig:
 
   Attributes:
     image_shape: (H, W, C) of one data point.
+    kind: "ievae" (default), or a baseline in the same code paths: "m2" (r_y is
+      the one-hot y itself, so r_dim is K and `r_dim` is unused; the encoder sees
+      y as under the conditional routing) or "vae" (q(z | x) and p(x | z): no
+      class, no classifier, `routing` and `r_dim` unused).
     num_classes: K, the number of classes (values of y).
     arch: "mlp" (784-500-500 networks as in Kingma et al. 2014) or "conv".
     z_dim: d_z, size of the equivariant latent z.
@@ -37,6 +44,7 @@ class ModelConfig:
   """
   image_shape: Tuple[int, int, int] = (28, 28, 1)
   num_classes: int = 10
+  kind: str = "ievae"
   arch: str = "mlp"
   z_dim: int = 8
   r_dim: int = 16
@@ -44,7 +52,19 @@ class ModelConfig:
   routing: str = "conditional"
   likelihood: str = "bernoulli"
 
+  @property
+  def has_classes(self) -> bool:
+    """Whether the model has y: a classifier q(y | x) and a class-conditional decoder."""
+    return self.kind != "vae"
+
+  @property
+  def encoder_sees_class(self) -> bool:
+    """Whether the equivariant encoder takes r_y: q(z | x, r_y) rather than q(z | x)."""
+    return self.has_classes and (self.kind == "m2" or self.routing == "conditional")
+
   def validate(self) -> "ModelConfig":
+    if self.kind not in MODELS:
+      raise ConfigError(f"Unknown model {self.kind!r}; use one of {', '.join(MODELS)}.")
     if self.arch not in ARCHS:
       raise ConfigError(f"Unknown architecture {self.arch!r}; use one of {', '.join(ARCHS)}.")
     if self.routing not in ROUTINGS:

@@ -5,6 +5,7 @@ Event shapes: z is a vector (event dims 1), x an image (event dims 3), so
 """
 
 import distrax
+import jax
 import jax.numpy as jnp
 
 
@@ -31,3 +32,13 @@ def class_posterior(logits: jnp.ndarray) -> distrax.Distribution:
 def pixel_likelihood(logits: jnp.ndarray) -> distrax.Distribution:
   """p(x | r_y, z): independent Bernoulli pixels. logits (..., H, W, C) -> batch (...)."""
   return distrax.Independent(distrax.Bernoulli(logits=logits), 3)
+
+
+def pixel_log_prob(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+  """pixel_likelihood(logits).log_prob(x), summed over (H, W, C), in one softplus.
+
+  log Bernoulli(x; sigmoid(l)) = x l - softplus(l). distrax's general form
+  evaluates two softplus terms per pixel; the training step calls this one on
+  B x K decoded images per step. logits, x (..., H, W, C) -> (...).
+  """
+  return jnp.sum(x * logits - jax.nn.softplus(logits), axis=(-3, -2, -1))

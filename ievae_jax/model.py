@@ -10,6 +10,10 @@ The routing, the method's core, lives in two functions:
 representation r_y (the class reaches the encoder only through r_y; under the
 "strict" routing it does not reach it at all), and `likelihood(params, r, z)`
 builds p(x | y, z) from [r_y, z] (the class reaches the decoder only through r_y).
+
+The baselines (`ModelConfig.kind`) differ in `class_representations` alone (M2:
+r_y is the one-hot y) or have no class at all (VAE: r is None throughout, and
+`classify` raises).
 """
 
 from typing import Optional
@@ -39,13 +43,19 @@ def init(key: jax.Array, config: ModelConfig) -> Params:
   y_onehot = jnp.zeros((1, config.num_classes))
   r = jnp.zeros((1, config.r_dim))
   z = jnp.zeros((1, config.z_dim))
-  encoder_r = None if config.routing == "strict" else r
-  return Params(config=config, nets={
-      "classifier": networks.classifier.init(keys[0], x)["params"],
-      "invariant_embedding": networks.invariant_embedding.init(keys[1], y_onehot)["params"],
+  if config.kind == "m2":
+    r = y_onehot
+  encoder_r = r if config.encoder_sees_class else None
+  decoder_r = r if config.has_classes else None
+  weights = {
       "equivariant_encoder": networks.equivariant_encoder.init(keys[2], x, encoder_r)["params"],
-      "decoder": networks.decoder.init(keys[3], r, z)["params"],
-  })
+      "decoder": networks.decoder.init(keys[3], decoder_r, z)["params"],
+  }
+  if config.has_classes:
+    weights["classifier"] = networks.classifier.init(keys[0], x)["params"]
+    weights["invariant_embedding"] = networks.invariant_embedding.init(
+        keys[1], y_onehot).get("params", {})
+  return Params(config=config, nets=weights)
 
 
 def _apply(params: Params, name: str, *args):
@@ -53,13 +63,21 @@ def _apply(params: Params, name: str, *args):
   return module.apply({"params": params.nets[name]}, *args)
 
 
+def _require_classes(params: Params, what: str) -> None:
+  if not params.config.has_classes:
+    raise ValueError(f"{what} needs a model with classes; this is a plain VAE (kind='vae'), "
+                     f"which has only z: fit a probe on encode_equivariant(...).mean() instead.")
+
+
 def classify(params: Params, x: jnp.ndarray) -> jnp.ndarray:
   """Logits of q(y | x). x (..., H, W, C) -> (..., K)."""
+  _require_classes(params, "classify")
   return _apply(params, "classifier", x)
 
 
 def class_representations(params: Params) -> jnp.ndarray:
-  """r_y = g(y) for every class: (K, r_dim)."""
+  """r_y = g(y) for every class: (K, r_dim); M2: the one-hot codes, (K, K)."""
+  _require_classes(params, "The invariant representation")
   return _apply(params, "invariant_embedding", jnp.eye(params.config.num_classes))
 
 
@@ -69,20 +87,25 @@ def invariant_representation(params: Params, y: jnp.ndarray) -> jnp.ndarray:
 
 
 def equivariant_posterior(params: Params, x: jnp.ndarray, r: jnp.ndarray) -> distrax.Distribution:
-  """q(z | x, r_y), or q(z | x) under the strict routing (r is then unused).
+  """q(z | x, r_y), or q(z | x) under the strict routing and for the VAE (r unused).
 
   x (..., H, W, C) and r (..., r_dim) broadcast in their leading dims: x of shape
   (B, 1, H, W, C) with r of shape (K, r_dim) gives B x K posteriors, one per class
   hypothesis, while the x part of the first layer runs once per image.
   """
-  encoder_r = None if params.config.routing == "strict" else r
+  encoder_r = r if params.config.encoder_sees_class else None
   mean, scale = _apply(params, "equivariant_encoder", x, encoder_r)
   return distributions.latent_posterior(mean, scale)
 
 
-def likelihood(params: Params, r: jnp.ndarray, z: jnp.ndarray) -> distrax.Distribution:
+def decoder_logits(params: Params, r: Optional[jnp.ndarray], z: jnp.ndarray) -> jnp.ndarray:
+  """f([r_y, z]) (VAE: f(z), r ignored): Bernoulli logits, (..., H, W, C)."""
+  return _apply(params, "decoder", r if params.config.has_classes else None, z)
+
+
+def likelihood(params: Params, r: Optional[jnp.ndarray], z: jnp.ndarray) -> distrax.Distribution:
   """p(x | y, z) = Bernoulli(logits = f([r_y, z])). r, z broadcast -> batch (...)."""
-  return distributions.pixel_likelihood(_apply(params, "decoder", r, z))
+  return distributions.pixel_likelihood(decoder_logits(params, r, z))
 
 
 # ---- The public API --------------------------------------------------------------
@@ -105,8 +128,10 @@ def encode_equivariant(params: Params, x: jnp.ndarray,
   """q(z | x, r_y), a distrax Normal with event shape (z_dim,) and batch shape (...).
 
   y: integer class (...) to condition on; default: the classifier's argmax.
-  Under the strict routing the posterior does not depend on y.
+  Under the strict routing (and for the VAE) the posterior does not depend on y.
   """
+  if not params.config.has_classes:
+    return equivariant_posterior(params, x, None)
   if y is None:
     y = jnp.argmax(classify(params, x), axis=-1)
   return equivariant_posterior(params, x, invariant_representation(params, y))
@@ -114,6 +139,8 @@ def encode_equivariant(params: Params, x: jnp.ndarray,
 
 def decode(params: Params, r: jnp.ndarray, z: jnp.ndarray) -> distrax.Distribution:
   """p(x | r, z) for an invariant representation r (..., r_dim) and z (..., z_dim).
+
+  For the VAE r is ignored (pass None).
 
   Returns a distrax distribution with event shape (H, W, C); `.mean()` gives
   pixel probabilities.

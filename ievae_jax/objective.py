@@ -12,6 +12,11 @@ alpha = 0.1 N on the objective summed over the data set then reads alpha =
 5,000-example validation split carved out of the 60,000. `train_lib` computes
 that default; `TrainConfig.alpha` overrides it.
 
+Baselines (`ModelConfig.kind`): M2 runs the same J with its own r_y (the one-hot
+y). The VAE has no class, so its loss is the mean negative ELBO,
+-E_q(z|x)[log p(x | z)] + KL(q(z | x) || p(z)), over every image of the step,
+labelled or not (labels unused): `vae_elbo`.
+
 Expectations over z use one reparameterised sample, z = mean + scale * eps, with
 the standard-normal noise eps passed in explicitly so that the vectorised U can
 be checked against a class-by-class computation with the same noise.
@@ -36,7 +41,7 @@ def _elbo_terms(params: Params, x: jnp.ndarray, r: jnp.ndarray, eps: jnp.ndarray
   """
   posterior = model.equivariant_posterior(params, x, r)
   z = posterior.mean() + posterior.stddev() * eps
-  reconstruction = model.likelihood(params, r, z).log_prob(x)
+  reconstruction = distributions.pixel_log_prob(model.decoder_logits(params, r, z), x)
   kl = posterior.kl_divergence(distributions.latent_prior(params.config.z_dim))
   return reconstruction, kl
 
@@ -44,7 +49,7 @@ def _elbo_terms(params: Params, x: jnp.ndarray, r: jnp.ndarray, eps: jnp.ndarray
 def latent_noise_shape(config, batch: int, labelled: bool):
   """Shape of eps: one z per example, and per class hypothesis for unlabelled data
   under the conditional routing (the strict routing's q(z | x) serves all K)."""
-  if labelled or config.routing == "strict":
+  if labelled or not config.encoder_sees_class:
     return (batch, config.z_dim)
   return (batch, config.num_classes, config.z_dim)
 
@@ -76,6 +81,23 @@ def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metric
   return {"bound": bound, "entropy": q_y.entropy(), "class_elbo": class_elbo}
 
 
+def vae_elbo(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
+  """The VAE's ELBO and its terms. x (B, H, W, C), eps (B, z_dim) -> each (B,)."""
+  reconstruction, kl = _elbo_terms(params, x, None, eps)
+  return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+
+
+def _vae_loss(params: Params, labelled, unlabelled, key: jax.Array):
+  images = [labelled["image"]] + ([unlabelled["image"]] if unlabelled is not None else [])
+  x = jnp.concatenate(images)
+  eps = jax.random.normal(key, latent_noise_shape(params.config, x.shape[0], True))
+  terms = vae_elbo(params, x, eps)
+  total = -jnp.mean(terms["elbo"])
+  return total, {"loss": total, "elbo": jnp.mean(terms["elbo"]),
+                 "reconstruction": jnp.mean(terms["reconstruction"]),
+                 "kl": jnp.mean(terms["kl"])}
+
+
 def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float):
   """J, the training loss to minimise, and its terms.
@@ -89,6 +111,8 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     (J, metrics), metrics a dict of scalars.
   """
   config = params.config
+  if not config.has_classes:
+    return _vae_loss(params, labelled, unlabelled, key)
   key_labelled, key_unlabelled = jax.random.split(key)
   x_l, y_l = labelled["image"], labelled["label"]
   eps_l = jax.random.normal(key_labelled, latent_noise_shape(config, x_l.shape[0], True))

@@ -174,11 +174,12 @@ def _log_window(window_metrics, done: int, num_steps: int, examples_per_s: float
   """Logs the mean metrics of the steps since the last log; returns them."""
   means = {k: float(np.mean(v)) for k, v in jax.device_get(
       jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
-  log.info("step %d/%d | loss %.2f | labelled elbo %.2f | unlabelled bound %s | "
-           "cross-entropy %.4f | kl %.2f | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
-           done, num_steps, means["loss"], means["labelled_elbo"],
-           f"{means['unlabelled_bound']:.2f}" if "unlabelled_bound" in means else "-",
-           means["cross_entropy"], means["kl"], examples_per_s, elapsed, remaining)
+  shown = [(name, means[key]) for name, key in (
+      ("labelled elbo", "labelled_elbo"), ("elbo", "elbo"), ("unlabelled bound", "unlabelled_bound"),
+      ("cross-entropy", "cross_entropy"), ("kl", "kl")) if key in means]
+  log.info("step %d/%d | loss %.2f | %s | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
+           done, num_steps, means["loss"], " | ".join(f"{n} {v:.4g}" for n, v in shown),
+           examples_per_s, elapsed, remaining)
   return means
 
 
@@ -258,7 +259,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
         means = _log_window(window_metrics, done, config.num_steps, rate, wall(), remaining)
         record = {"step": done, "examples_per_s": rate, "elapsed_s": wall(), **means}
         window_start, window_metrics = time.time(), []
-      if done % config.eval_every == 0 and len(splits.validation_images):
+      if (done % config.eval_every == 0 and len(splits.validation_images)
+          and config.model.has_classes):
         _check_finite(state, mngr)
         error = evaluation.classification_error(state.params, splits.validation_images,
                                                 splits.validation_labels)
@@ -279,12 +281,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   wall_seconds = wall()
   mngr.close()
 
+  error = lambda images, labels: (evaluation.classification_error(state.params, images, labels)
+                                  if config.model.has_classes and len(images) else None)
   results = {
-      "test_error": evaluation.classification_error(state.params, splits.test_images,
-                                                    splits.test_labels),
-      "validation_error": (evaluation.classification_error(
-          state.params, splits.validation_images, splits.validation_labels)
-                           if len(splits.validation_images) else None),
+      "model": config.model.kind,
+      "test_error": error(splits.test_images, splits.test_labels),
+      "validation_error": error(splits.validation_images, splits.validation_labels),
       "labels": len(splits.labelled_images),
       "seed": config.seed,
       "steps": int(state.step),
@@ -298,7 +300,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   }
   if jax.process_index() == 0:
     checkpointing.write_json_atomically(os.path.join(workdir, "results.json"), results)
-  log.info("test error %.4f (validation %s) after %d steps, %.0f s; results in %s",
+  log.info("test error %s (validation %s) after %d steps, %.0f s; results in %s",
            results["test_error"], results["validation_error"], results["steps"], wall_seconds,
            workdir)
   return results

@@ -56,6 +56,14 @@ class InvariantEmbedding(nn.Module):
     return nn.Dense(self.r_dim)(h)
 
 
+class OneHotEmbedding(nn.Module):
+  """M2's "representation" of a class: the one-hot code itself. (..., K) -> (..., K)."""
+
+  @nn.compact
+  def __call__(self, y_onehot: jnp.ndarray) -> jnp.ndarray:
+    return y_onehot
+
+
 def apply_to_images(fn: Callable, x: jnp.ndarray) -> jnp.ndarray:
   """Applies fn, defined on (N, H, W, C) batches, to images with any leading dims."""
   lead = x.shape[:-3]
