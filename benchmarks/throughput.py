@@ -1,0 +1,206 @@
+r"""Training-step throughput: ievae_jax against the same step in PyTorch and against the machine.
+
+  python -m benchmarks.throughput            # writes benchmarks/results/throughput_<platform>.json
+
+For the IE-VAE and M2 semi-supervised step (100 labelled + 100 unlabelled images,
+MLP 784-500-500, exact class sum), in one process:
+- examples/s of our jitted step after compilation: the median over timed windows;
+- the same step in plain PyTorch (benchmarks/torch_reference.py), eager and with
+  torch.compile, timed in windows that alternate with ours, so that load on a shared
+  machine hits both alike (skipped, and said so, when torch is not installed);
+- our FLOP/s (FLOPs per step from XLA's cost analysis of the compiled step) against
+  the FLOP/s of a large float32 matrix product measured in the same run by XLA
+  (`peak_fraction`), and of the same product through PyTorch for reference;
+- compile time of our step, and its memory (XLA's memory analysis: arguments,
+  outputs and temporaries of the compiled step).
+"""
+
+import json
+import os
+import statistics
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ievae_jax import config as config_lib, train_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["ievae", "m2"], "Models to time.")
+flags.DEFINE_integer("windows", 7, "Timed windows per implementation (medians are reported).")
+flags.DEFINE_integer("steps_per_window", 20, "Steps per timed window.")
+flags.DEFINE_boolean("torch_compile", True, "Also time torch.compile (inductor).")
+flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matrix product.")
+flags.DEFINE_string("output", None, "JSON path; default benchmarks/results/throughput_<platform>.json.")
+
+BATCH = 100   # labelled and unlabelled images per step each
+
+
+def _batches(seed=0):
+  rng = np.random.default_rng(seed)
+  images = lambda: rng.integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8)
+  return images(), rng.integers(0, 10, BATCH), images()
+
+
+def _time_windows(run_window, windows):
+  rates = []
+  for _ in range(windows):
+    rates.append(run_window())
+  return rates
+
+
+def jax_step(kind: str):
+  """(window() -> examples/s, info) for our compiled step."""
+  z_dim = 50 if kind == "m2" else 8
+  config = config_lib.TrainConfig(model=config_lib.ModelConfig(kind=kind, z_dim=z_dim),
+                                  lr_schedule="cosine", num_steps=10000)
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  step = train_lib.make_train_step(config, alpha=55.0)
+  x_l, y_l, x_u = _batches()
+  labelled = {"image": jnp.asarray(x_l), "label": jnp.asarray(y_l)}
+  unlabelled = {"image": jnp.asarray(x_u)}
+  t = time.perf_counter()
+  compiled = step.lower(state, labelled, unlabelled).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  memory = compiled.memory_analysis()
+  info = {"compile_s": compile_s, "flops_per_step": float(cost["flops"]),
+          "memory_bytes": {name: int(getattr(memory, f"{name}_size_in_bytes"))
+                           for name in ("argument", "output", "temp")}}
+  holder = {"state": state}
+  state, metrics = compiled(holder.pop("state"), labelled, unlabelled)
+  jax.block_until_ready(metrics)
+  holder["state"] = state
+
+  def window():
+    state = holder.pop("state")
+    t = time.perf_counter()
+    for _ in range(FLAGS.steps_per_window):
+      state, metrics = compiled(state, labelled, unlabelled)
+    jax.block_until_ready((state, metrics))
+    holder["state"] = state
+    return FLAGS.steps_per_window * 2 * BATCH / (time.perf_counter() - t)
+
+  return window, info
+
+
+def torch_step(kind: str, compile_mode):
+  """(window() -> examples/s, info) for the PyTorch step, or (None, reason)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  step = torch_reference.make_step(kind, alpha=55.0, compile_mode=compile_mode)
+  x_l, y_l, x_u = (torch.from_numpy(a.reshape(BATCH, -1) if a.ndim > 1 else a)
+                   for a in _batches())
+  t = time.perf_counter()
+  for _ in range(3):   # torch.compile traces and compiles on the first calls
+    step(x_l, y_l, x_u)
+  warmup_s = time.perf_counter() - t
+
+  def window():
+    t = time.perf_counter()
+    for _ in range(FLAGS.steps_per_window):
+      loss = step(x_l, y_l, x_u)
+    float(loss)
+    return FLAGS.steps_per_window * 2 * BATCH / (time.perf_counter() - t)
+
+  return window, {"warmup_s": warmup_s, "threads": torch.get_num_threads(),
+                  "version": torch.__version__}
+
+
+def matmul_flops(n: int) -> dict:
+  """FLOP/s of an n x n float32 product: XLA (and PyTorch when installed), median of 5."""
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+  product = jax.jit(lambda a: a @ a)
+  product(a).block_until_ready()
+  rates = []
+  for _ in range(5):
+    t = time.perf_counter()
+    for _ in range(5):
+      out = product(a)
+    out.block_until_ready()
+    rates.append(5 * 2 * n ** 3 / (time.perf_counter() - t))
+  out = {"xla": statistics.median(rates)}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    b = torch.from_numpy(np.asarray(a))
+    torch.mm(b, b)
+    rates = []
+    for _ in range(5):
+      t = time.perf_counter()
+      for _ in range(5):
+        torch.mm(b, b)
+      rates.append(5 * 2 * n ** 3 / (time.perf_counter() - t))
+    out["torch"] = statistics.median(rates)
+  except ImportError:
+    pass
+  return out
+
+
+def main(argv):
+  del argv
+  platform = jax.devices()[0].platform
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    have_torch = True
+  except ImportError:
+    have_torch = False
+    print("PyTorch is not installed (pip install torch==2.13.0): timing ievae_jax alone.")
+  results = {"platform": platform, "device": str(jax.devices()[0].device_kind),
+             "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
+             "jax_version": jax.__version__, "batch": f"{BATCH} labelled + {BATCH} unlabelled",
+             "steps_per_window": FLAGS.steps_per_window, "windows": FLAGS.windows}
+  results["matmul_flops_per_s_before"] = matmul_flops(FLAGS.matmul_size)
+  for kind in FLAGS.models:
+    ours, info = jax_step(kind)
+    contenders = {"jax": ours}
+    if have_torch:
+      contenders["torch_eager"], info["torch"] = torch_step(kind, None)
+      if FLAGS.torch_compile:
+        try:
+          contenders["torch_compile"], info["torch_compile"] = torch_step(kind, "default")
+        except Exception as e:  # pylint: disable=broad-except
+          info["torch_compile"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    rates = {name: [] for name in contenders}
+    for _ in range(FLAGS.windows):          # alternate: ours, torch eager, torch compiled, ...
+      for name, window in contenders.items():
+        rates[name].append(window())
+    row = {"examples_per_s": statistics.median(rates["jax"]), "window_examples_per_s": rates,
+           **info}
+    row["achieved_flops_per_s"] = row["examples_per_s"] / (2 * BATCH) * info["flops_per_step"]
+    if have_torch:
+      torch_rates = {n: statistics.median(r) for n, r in rates.items() if n != "jax"}
+      best = max(torch_rates, key=torch_rates.get)
+      row["torch_examples_per_s"] = torch_rates[best]
+      row["torch_best_mode"] = best
+      row["torch_eager_examples_per_s"] = torch_rates["torch_eager"]
+      row["torch_ratio"] = row["examples_per_s"] / row["torch_examples_per_s"]
+    results[kind] = row
+  results["matmul_flops_per_s_after"] = matmul_flops(FLAGS.matmul_size)
+  matmul = max(results["matmul_flops_per_s_before"]["xla"],
+               results["matmul_flops_per_s_after"]["xla"])
+  for kind in FLAGS.models:
+    results[kind]["peak_fraction"] = results[kind]["achieved_flops_per_s"] / matmul
+
+  print(f"float32 {FLAGS.matmul_size}^2 matrix product through XLA: {matmul / 1e9:.0f} GFLOP/s")
+  print(f"{'model':<7}{'ours ex/s':>11}{'torch ex/s':>12}{'ratio':>7}{'GFLOP/step':>12}"
+        f"{'GFLOP/s':>9}{'peak frac':>10}{'compile s':>10}")
+  for kind in FLAGS.models:
+    r = results[kind]
+    torch_rate = f"{r['torch_examples_per_s']:.0f}" if "torch_examples_per_s" in r else "-"
+    ratio = f"{r['torch_ratio']:.2f}" if "torch_ratio" in r else "-"
+    print(f"{kind:<7}{r['examples_per_s']:>11.0f}{torch_rate:>12}{ratio:>7}"
+          f"{r['flops_per_step'] / 1e9:>12.2f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
+          f"{r['peak_fraction']:>10.2f}{r['compile_s']:>10.1f}")
+  output = FLAGS.output or f"benchmarks/results/throughput_{platform}.json"
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  with open(output, "w") as f:
+    json.dump(results, f, indent=1)
+  print(f"written to {output}")
+
+
+if __name__ == "__main__":
+  app.run(main)

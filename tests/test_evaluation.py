@@ -1,0 +1,155 @@
+"""The evaluation measures on cases with a known answer, and the evaluate command end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from ievae_jax import evaluation, model, objective
+from tests.conftest import REPO, tiny_model_config
+
+
+def test_probe_on_noise_scores_chance_and_on_the_label_scores_one():
+  rng = np.random.default_rng(0)
+  labels_train, labels_test = rng.integers(0, 10, 3000), rng.integers(0, 10, 3000)
+  noise = lambda n: rng.normal(size=(n, 8))
+  probe = evaluation.fit_linear_probe(noise(3000), labels_train, 10)
+  assert abs(evaluation.probe_accuracy(probe, noise(3000), labels_test) - 0.1) < 0.03
+  onehot = lambda y: np.eye(10)[y] + 0.01 * rng.normal(size=(len(y), 10))
+  probe = evaluation.fit_linear_probe(onehot(labels_train), labels_train, 10)
+  assert evaluation.probe_accuracy(probe, onehot(labels_test), labels_test) == 1.0
+
+
+def test_within_class_variance_share():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 4, 2000)
+  centres = rng.normal(size=(4, 5)) * 3
+  assert evaluation.within_class_variance_share(centres[labels], labels) < 1e-12
+  noisy = centres[labels] + rng.normal(size=(2000, 5))
+  # Independent computation: law of total variance, between-class part from the class means.
+  total = noisy.var(0).sum() * len(noisy)
+  between = sum((labels == c).sum() * np.sum((noisy[labels == c].mean(0) - noisy.mean(0)) ** 2)
+                for c in range(4))
+  assert np.isclose(evaluation.within_class_variance_share(noisy, labels),
+                    1 - between / total, rtol=1e-9)
+  pure_noise = rng.normal(size=(2000, 5))
+  assert evaluation.within_class_variance_share(pure_noise, labels) > 0.98
+
+
+def _binary(seed, shape):
+  return np.asarray(jax.random.bernoulli(jax.random.key(seed), 0.3, shape), np.float32)
+
+
+@pytest.mark.parametrize("kind", ["ievae", "m2", "vae"])
+def test_iw_bound_with_one_sample_averages_to_the_elbo(kind):
+  params = model.init(jax.random.key(0), tiny_model_config(kind=kind))
+  x = _binary(1, (3, 28, 28, 1))
+  draws = 2000
+  iw = evaluation.importance_weighted_bound(
+      params, np.repeat(x, draws, 0), jax.random.key(2), num_samples=1).reshape(3, draws)
+  eps_shape = objective.latent_noise_shape(params.config, 3 * draws, kind == "vae")
+  eps = jax.random.normal(jax.random.key(3), eps_shape)
+  xs = jnp.repeat(jnp.asarray(x), draws, 0)
+  if kind == "vae":
+    elbo = objective.vae_elbo(params, xs, eps)["elbo"]
+  else:
+    elbo = objective.unlabelled_bound(params, xs, eps)["bound"]
+  elbo = np.asarray(elbo).reshape(3, draws)
+  stderr = np.sqrt(iw.var(1) / draws + elbo.var(1) / draws)
+  assert np.all(np.abs(iw.mean(1) - elbo.mean(1)) < 4 * stderr + 1e-3), (iw.mean(1), elbo.mean(1))
+
+
+def test_iw_bound_grows_with_k_and_approaches_log_p_x_by_quadrature():
+  """A model small enough to integrate: 2x2 images, d_z = 1, 3 classes."""
+  cfg = tiny_model_config(image_shape=(2, 2, 1), num_classes=3, z_dim=1, r_dim=2, hidden=8)
+  params = model.init(jax.random.key(4), cfg)
+  x = _binary(5, (6, 2, 2, 1))
+  x[0] = 1.0
+  # log p(x) = logsumexp_y [log p(y) + log int p(x | y, z) N(z; 0, 1) dz], z on a fine grid.
+  z = np.linspace(-10, 10, 20001)[:, None]
+  dz = z[1, 0] - z[0, 0]
+  log_normal = -0.5 * z[:, 0] ** 2 - 0.5 * np.log(2 * np.pi)
+  r = np.asarray(model.class_representations(params))
+  exact = []
+  for image in x:
+    per_class = []
+    for y in range(3):
+      logits = np.asarray(model.decoder_logits(params, jnp.asarray(r[y])[None], jnp.asarray(z)),
+                          np.float64).reshape(len(z), -1)
+      log_lik = np.sum(image.reshape(-1) * logits - np.logaddexp(0, logits), axis=1)
+      per_class.append(np.log(1 / 3) + special.logsumexp(log_lik + log_normal) + np.log(dz))
+    exact.append(special.logsumexp(per_class))
+  exact = np.array(exact)
+  means = []
+  for k in (1, 10, 100, 3000):
+    reps = 4000 // k if k < 3000 else 2
+    bound = evaluation.importance_weighted_bound(
+        params, np.repeat(x, reps, 0), jax.random.key(k), num_samples=k).reshape(6, reps)
+    means.append(bound.mean())
+  assert means[0] < means[1] < means[2] <= means[3] + 1e-3, means
+  # k = 1 is the ELBO, strictly below log p(x); k = 3000 is within Monte Carlo noise of it.
+  assert means[0] < exact.mean() - 0.05
+  assert abs(exact.mean() - means[3]) < 0.01, (means, exact.mean())
+
+
+def test_transfer_accuracy_bookkeeping():
+  params = model.init(jax.random.key(0), tiny_model_config())
+  images = np.zeros((7, 28, 28, 1), np.uint8)
+  labels = np.array([0, 1, 2, 4, 5, 6, 7])   # never 3
+  always_three = lambda x: np.full(len(x), 3)
+  out = evaluation.transfer_accuracy(params, images, labels, always_three, batch_size=4)
+  assert np.isclose(out["transfer_accuracy"], 1 / 9)
+  assert out["per_target_class"][3] == 1.0 and sum(out["per_target_class"]) == 1.0
+
+
+def test_transfers_keep_z_and_change_only_the_class():
+  params = model.init(jax.random.key(0), tiny_model_config())
+  images = np.asarray(jax.random.randint(jax.random.key(1), (2, 28, 28, 1), 0, 256), np.uint8)
+  drawn = evaluation.transfers(params, images, np.array([1, 2]), 10)
+  x = images.astype(np.float32) / 255
+  z = model.encode_equivariant(params, jnp.asarray(x), jnp.array([1, 2])).mean()
+  expected = model.generate(params, jnp.array([5, 5]), z).mean()
+  np.testing.assert_allclose(drawn[:, 5], expected, atol=1e-5)
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+
+
+@pytest.mark.parametrize("kind", ["ievae", "vae"])
+def test_evaluate_command_on_a_tiny_trained_run(tmp_path, small_mnist_dir, kind):
+  workdir = str(tmp_path / "run")
+  train = _run("experiments.mnist_semisup", f"--model={kind}", "--labels=20", "--num_steps=4",
+               "--batch_size=10", "--labelled_batch_size=10", "--hidden=32", "--z_dim=2",
+               "--r_dim=4", "--validation_size=100", f"--data_dir={small_mnist_dir}",
+               f"--workdir={workdir}")
+  assert train.returncode == 0, train.stderr[-3000:]
+  out = _run("experiments.evaluate", f"--workdir={workdir}", f"--data_dir={small_mnist_dir}",
+             "--iw_samples=20", "--iw_examples=30", "--transfer_examples=30",
+             "--reference_steps=20", f"--reference_classifier_dir={tmp_path / 'reference'}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.load(open(os.path.join(workdir, "eval.json")))
+  assert results["model"] == kind and results["iw_examples"] == 30
+  assert 0 <= results["z_probe_accuracy"] <= 1 and results["iw_log_likelihood"] < 0
+  figures = set(os.listdir(os.path.join(workdir, "figures")))
+  assert {"reconstructions.png", "embeddings.png", "traversal.png"} <= figures
+  if kind == "ievae":
+    assert 0 <= results["test_error"] <= 1 and 0 <= results["transfer_accuracy"] <= 1
+    assert 0 <= results["r_within_class_variance_share"] <= 1
+    assert "class_swap.png" in figures
+    assert os.path.exists(tmp_path / "reference" / "params.msgpack")
+  else:
+    assert results["test_error"] is None and results["transfer_accuracy"] is None
+
+
+def test_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path):
+  out = _run("experiments.evaluate", f"--workdir={tmp_path}")
+  assert out.returncode == 1
+  assert out.stderr.strip().startswith("error:") and "not a run directory" in out.stderr
