@@ -15,6 +15,7 @@ MLP 784-500-500, exact class sum), in one process:
   outputs and temporaries of the compiled step).
 """
 
+import importlib.util
 import json
 import os
 import statistics
@@ -143,11 +144,8 @@ def matmul_flops(n: int) -> dict:
 def main(argv):
   del argv
   platform = jax.devices()[0].platform
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    have_torch = True
-  except ImportError:
-    have_torch = False
+  have_torch = importlib.util.find_spec("torch") is not None
+  if not have_torch:
     print("PyTorch is not installed (pip install torch==2.13.0): timing ievae_jax alone.")
   results = {"platform": platform, "device": str(jax.devices()[0].device_kind),
              "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),

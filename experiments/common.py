@@ -64,6 +64,34 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_integer("eval_every", base["eval_every"], "Steps between validation errors.")
   flags.DEFINE_integer("checkpoint_every", base["checkpoint_every"], "Steps between checkpoints.")
   flags.DEFINE_integer("keep_checkpoints", base["keep_checkpoints"], "Checkpoints kept.")
+  flags.DEFINE_string("coordinator_address", None, "Multi-process runs: host:port of process "
+                      "0 (default $JAX_COORDINATOR_ADDRESS). Unset: one process.")
+  flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes "
+                       "(default $JAX_NUM_PROCESSES).")
+  flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index "
+                       "(default $JAX_PROCESS_ID).")
+
+
+def initialize_distributed() -> None:
+  """Starts jax.distributed when a coordinator is given (flag or environment).
+
+  Every process runs the same command with its own --process_id; on CPU the
+  collectives go through gloo. Raises ConfigError on an incomplete setting.
+  """
+  address = FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not address:
+    return
+  from_env = lambda name: int(os.environ[name]) if os.environ.get(name) else None
+  num_processes = FLAGS.num_processes if FLAGS.num_processes is not None else from_env(
+      "JAX_NUM_PROCESSES")
+  process_id = FLAGS.process_id if FLAGS.process_id is not None else from_env("JAX_PROCESS_ID")
+  if num_processes is None or process_id is None or not 0 <= process_id < num_processes:
+    raise config_lib.ConfigError(
+        f"--coordinator_address={address} needs --num_processes and a --process_id in "
+        f"[0, num_processes), got {num_processes} and {process_id}.")
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(address, num_processes, process_id)
 
 
 def _labels_from_flag(value: str):
@@ -115,7 +143,7 @@ def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:
 def _check_workdir_writable(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
     with open(probe, "w"):
       pass
     os.remove(probe)
@@ -129,6 +157,7 @@ def run(launcher: str, supervised: bool) -> None:
   logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every save at INFO
   logging.getLogger("ievae_jax").setLevel(logging.INFO)
   try:
+    initialize_distributed()
     config = config_from_flags(supervised)
     workdir = FLAGS.workdir or default_workdir(launcher, config)
     _check_workdir_writable(workdir)

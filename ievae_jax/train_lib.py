@@ -6,8 +6,14 @@ order derives from (seed, t) too (see data.py). A run resumed from a checkpoint
 therefore draws exactly the numbers of an uninterrupted one.
 
 Parallelism: batches are sharded along the "data" axis of a mesh over every
-local device and the state is replicated; `jax.jit` inserts the gradient
-all-reduce. Both batch sizes must divide by the device count.
+device of every process and the state is replicated; `jax.jit` inserts the
+gradient all-reduce. Both batch sizes must divide by the device count. With
+several processes (`jax.distributed`, initialised by the launcher), every process
+computes the same batch indices from (seed, step) and materialises only its own
+contiguous slice of each batch (`_global_batch`); only process 0 writes
+config.json, metrics.jsonl and results.json, while all of them take part in
+orbax's checkpointing. Evaluation runs on each process's first local device
+from a host copy of the replicated parameters.
 
 Non-finite losses: a step whose loss or gradients are not finite leaves the
 parameters as they were and records its step number in the state; the loop
@@ -150,6 +156,24 @@ def _check_finite(state: TrainState, mngr) -> None:
         f"input data, or lower --learning_rate and train in a fresh --workdir.")
 
 
+def _global_batch(batch: Optional[Dict[str, np.ndarray]], sharding: NamedSharding):
+  """The global array of a host batch that every process computed alike, built from
+  this process's slice only (the rows its devices hold)."""
+  if batch is None:
+    return None
+  n, p = jax.process_count(), jax.process_index()
+
+  def put(a):
+    rows = a.shape[0] // n
+    return jax.make_array_from_process_local_data(sharding, a[p * rows:(p + 1) * rows], a.shape)
+  return jax.tree.map(put, batch)
+
+
+def _host_params(params: model.Params) -> model.Params:
+  """A host (numpy) copy of replicated parameters, usable by any process's own jit."""
+  return jax.tree.map(np.asarray, params)
+
+
 def _validate_devices(config: TrainConfig, num_devices: int) -> None:
   for name in ("batch_size", "labelled_batch_size"):
     value = getattr(config, name)
@@ -218,7 +242,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state = jax.device_put(create_train_state(jax.random.key(config.seed), config), replicated)
   restored = checkpointing.restore_latest(mngr, state, config)
-  checkpointing.write_workdir_config(workdir, config)
+  if jax.process_index() == 0:
+    checkpointing.write_workdir_config(workdir, config)
   wall_before = 0.0
   if restored is not None:
     state, saved_meta = restored
@@ -246,7 +271,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
     for step in range(start_step, config.num_steps):
       labelled, unlabelled = data.training_batch(splits, step, config.seed,
                                                  config.labelled_batch_size, config.batch_size)
-      labelled, unlabelled = jax.device_put((labelled, unlabelled), batch_sharding)
+      labelled = _global_batch(labelled, batch_sharding)
+      unlabelled = _global_batch(unlabelled, batch_sharding)
       state, metrics = train_step(state, labelled, unlabelled)
       window_metrics.append(metrics)
       done = step + 1
@@ -262,8 +288,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
       if (done % config.eval_every == 0 and len(splits.validation_images)
           and config.model.has_classes):
         _check_finite(state, mngr)
-        error = evaluation.classification_error(state.params, splits.validation_images,
-                                                splits.validation_labels)
+        error = evaluation.classification_error(
+            _host_params(state.params), splits.validation_images, splits.validation_labels)
         log.info("step %d | validation error %.4f", done, error)
         record = {**(record or {"step": done}), "validation_error": error}
       if record is not None and jax.process_index() == 0:
@@ -281,7 +307,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   wall_seconds = wall()
   mngr.close()
 
-  error = lambda images, labels: (evaluation.classification_error(state.params, images, labels)
+  final_params = _host_params(state.params)
+  error = lambda images, labels: (evaluation.classification_error(final_params, images, labels)
                                   if config.model.has_classes and len(images) else None)
   results = {
       "model": config.model.kind,
