@@ -21,6 +21,11 @@ from ievae_jax import checkpointing
 
 FLAGS = flags.FLAGS
 
+# Defaults of the semi-supervised launcher (and of the sweep, which runs it many times):
+# the settings chosen on the validation split (README, "Results").
+SEMISUP_DEFAULTS = {"labels": 100, "num_steps": 10000, "lr_schedule": "cosine",
+                    "log_every": 500, "eval_every": 1000}
+
 # M2's d_z = 50 follows Kingma et al. 2014; the VAE gets the IE-VAE's d_z so that the
 # comparison is "the same latent without the routing".
 DEFAULT_Z_DIM = {"ievae": 8, "m2": 50, "vae": 8}
@@ -140,7 +145,7 @@ def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:
                       f"{digest}")
 
 
-def _check_workdir_writable(workdir: str) -> None:
+def check_workdir_writable(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test.{os.getpid()}")
@@ -152,18 +157,13 @@ def _check_workdir_writable(workdir: str) -> None:
                                  f"directory you can write to.") from None
 
 
-def run(launcher: str, supervised: bool) -> None:
-  """Body of a launcher's main(): configure, validate, train, evaluate."""
+def main_guard(body):
+  """Runs a launcher's body: one-sentence errors (exit 1) for bad input, exit 128 +
+  signal after an interruption, tracebacks only with --verbosity=1. Returns body()."""
   logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every save at INFO
   logging.getLogger("ievae_jax").setLevel(logging.INFO)
   try:
-    initialize_distributed()
-    config = config_from_flags(supervised)
-    workdir = FLAGS.workdir or default_workdir(launcher, config)
-    _check_workdir_writable(workdir)
-    arrays = data.load(config.dataset, config.data_dir, config.tfds_data_dir)
-    logging.getLogger("ievae_jax").info("workdir: %s", workdir)
-    results = ievae_jax.train_and_evaluate(config, workdir, arrays)
+    return body()
   except (config_lib.ConfigError, data.DataError, ievae_jax.NonFiniteLossError) as e:
     if FLAGS.verbosity >= 1:
       raise
@@ -172,5 +172,20 @@ def run(launcher: str, supervised: bool) -> None:
   except ievae_jax.TrainingInterrupted as e:
     print(e, file=sys.stderr)
     sys.exit(128 + e.signum)
+
+
+def run(launcher: str, supervised: bool) -> None:
+  """Body of a launcher's main(): configure, validate, train, evaluate."""
+
+  def body():
+    initialize_distributed()
+    config = config_from_flags(supervised)
+    workdir = FLAGS.workdir or default_workdir(launcher, config)
+    check_workdir_writable(workdir)
+    arrays = data.load(config.dataset, config.data_dir, config.tfds_data_dir)
+    logging.getLogger("ievae_jax").info("workdir: %s", workdir)
+    return ievae_jax.train_and_evaluate(config, workdir, arrays)
+
+  results = main_guard(body)
   print(json.dumps({k: results[k] for k in ("test_error", "validation_error", "labels", "seed",
                                             "steps", "wall_seconds")}))

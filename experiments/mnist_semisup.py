@@ -9,8 +9,7 @@ from absl import app
 
 from experiments import common
 
-common.define_flags({"labels": 100, "num_steps": 10000, "lr_schedule": "cosine",
-                     "log_every": 500, "eval_every": 1000})
+common.define_flags(common.SEMISUP_DEFAULTS)
 
 
 def main(argv):

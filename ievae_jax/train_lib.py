@@ -24,6 +24,7 @@ and never saves a state that went through such a step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -111,16 +112,19 @@ def _binarise(key: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
   return jax.random.bernoulli(key, images.astype(jnp.float32) / 255.0).astype(jnp.float32)
 
 
-def make_train_step(config: TrainConfig, alpha: float):
+def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False):
   """train_step(state, labelled, unlabelled) -> (state, metrics), jit-compiled, donating state.
 
   labelled: {"image": uint8 (B_l, H, W, C), "label": int (B_l,)};
   unlabelled: {"image": uint8 (B_u, H, W, C)} or None.
+  With `vmap_seeds`, several seeds train in one program:
+  train_step(states, labelled, unlabelled, seed_keys) with a leading seed axis S on
+  the states, the batches (S, B, ...) and the keys (S,), each seed exactly its own run.
   """
   optimizer = make_optimizer(config)
-  seed_key = jax.random.key(config.seed)
 
-  def train_step(state: TrainState, labelled: Dict, unlabelled: Optional[Dict]):
+  def train_step(state: TrainState, labelled: Dict, unlabelled: Optional[Dict],
+                 seed_key: jax.Array):
     key_l, key_u, key_z = jax.random.split(jax.random.fold_in(seed_key, state.step), 3)
     labelled = {"image": _binarise(key_l, labelled["image"]), "label": labelled["label"]}
     if unlabelled is not None:
@@ -142,30 +146,35 @@ def make_train_step(config: TrainConfig, alpha: float):
                                  state.step + 1))
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  if vmap_seeds:
+    return jax.jit(jax.vmap(train_step), donate_argnums=0)
+  seed_key = jax.random.key(config.seed)
+  return jax.jit(lambda state, labelled, unlabelled: train_step(state, labelled, unlabelled,
+                                                                seed_key), donate_argnums=0)
 
 
-def _check_finite(state: TrainState, mngr) -> None:
-  bad = int(state.nonfinite_step)
+def _check_finite(bad: int, mngr, seed_note: str = "") -> None:
   if bad >= 0:
     last = mngr.latest_step()
     kept = f"the last good checkpoint (step {last}) is kept" if last is not None else \
         "no checkpoint had been written yet"
     raise NonFiniteLossError(
-        f"The loss became non-finite at step {bad}; training stopped and {kept}. Check the "
-        f"input data, or lower --learning_rate and train in a fresh --workdir.")
+        f"The loss became non-finite at step {bad}{seed_note}; training stopped and {kept}. "
+        f"Check the input data, or lower --learning_rate and train in a fresh --workdir.")
 
 
-def _global_batch(batch: Optional[Dict[str, np.ndarray]], sharding: NamedSharding):
+def _global_batch(batch: Optional[Dict[str, np.ndarray]], sharding: NamedSharding,
+                  axis: int = 0):
   """The global array of a host batch that every process computed alike, built from
-  this process's slice only (the rows its devices hold)."""
+  this process's slice only (the rows, along the batch `axis`, its devices hold)."""
   if batch is None:
     return None
   n, p = jax.process_count(), jax.process_index()
 
   def put(a):
-    rows = a.shape[0] // n
-    return jax.make_array_from_process_local_data(sharding, a[p * rows:(p + 1) * rows], a.shape)
+    rows = a.shape[axis] // n
+    local = np.take(a, np.arange(p * rows, (p + 1) * rows), axis=axis)
+    return jax.make_array_from_process_local_data(sharding, local, a.shape)
   return jax.tree.map(put, batch)
 
 
@@ -194,17 +203,54 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 
 def _log_window(window_metrics, done: int, num_steps: int, examples_per_s: float,
-                elapsed: float, remaining: float) -> Dict[str, float]:
+                elapsed: float, remaining: float, prefix: str = "") -> Dict[str, float]:
   """Logs the mean metrics of the steps since the last log; returns them."""
   means = {k: float(np.mean(v)) for k, v in jax.device_get(
       jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
   shown = [(name, means[key]) for name, key in (
       ("labelled elbo", "labelled_elbo"), ("elbo", "elbo"), ("unlabelled bound", "unlabelled_bound"),
       ("cross-entropy", "cross_entropy"), ("kl", "kl")) if key in means]
-  log.info("step %d/%d | loss %.2f | %s | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
-           done, num_steps, means["loss"], " | ".join(f"{n} {v:.4g}" for n, v in shown),
+  log.info("step %d/%d | %sloss %.2f | %s | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
+           done, num_steps, prefix, means["loss"], " | ".join(f"{n} {v:.4g}" for n, v in shown),
            examples_per_s, elapsed, remaining)
   return means
+
+
+@dataclasses.dataclass
+class _Run:
+  """One seed's run: its settings, data, checkpoints and files."""
+  config: TrainConfig
+  workdir: str
+  splits: data.Splits
+  mngr: Any
+  wall_before: float = 0.0
+  start_step: int = 0
+  examples_per_s: Optional[float] = None
+
+  @property
+  def metrics_path(self) -> str:
+    return os.path.join(self.workdir, "metrics.jsonl")
+
+
+def _prepare_run(config: TrainConfig, workdir: str, arrays, like: TrainState):
+  """Opens a seed's workdir (refusing other settings) and restores its latest state."""
+  splits = data.make_splits(arrays, config.model.num_classes, config.labels,
+                            config.validation_size, config.seed)
+  os.makedirs(workdir, exist_ok=True)
+  checkpointing.check_workdir_config(workdir, config)
+  run = _Run(config, workdir, splits, checkpointing.manager(workdir, config.keep_checkpoints))
+  state = jax.device_put(create_train_state(jax.random.key(config.seed), config), like)
+  restored = checkpointing.restore_latest(run.mngr, state, config)
+  if jax.process_index() == 0:
+    checkpointing.write_workdir_config(workdir, config)
+  if restored is not None:
+    state, saved_meta = restored
+    run.wall_before = float(saved_meta.get("wall_seconds", 0.0))
+    log.info("Resumed from the checkpoint at step %d in %s.", int(state.step), workdir)
+  run.start_step = int(state.step)
+  # A run killed after its last checkpoint logged steps it will now redo: drop them.
+  _truncate_metrics(run.metrics_path, run.start_step)
+  return run, state
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str,
@@ -217,6 +263,20 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   SIGINT (a checkpoint of the last finished step is saved first).
   Returns the results dict.
   """
+  return train_seeds(config, {config.seed: workdir}, arrays)[config.seed]
+
+
+def train_seeds(config: TrainConfig, workdirs: Dict[int, str],
+                arrays: Optional[Dict[str, np.ndarray]] = None) -> Dict[int, Dict[str, Any]]:
+  """`train_and_evaluate` for several seeds of one configuration ({seed: workdir}).
+
+  Seeds whose checkpoints stand at the same step train together in one compiled
+  program (`make_train_step(..., vmap_seeds=True)`); each keeps its own workdir,
+  checkpoints, metrics.jsonl and results.json, exactly as a run of its own would
+  (up to floating-point differences of batched matrix products), and can be resumed
+  alone or with the others. A single seed takes the plain (unvmapped) step.
+  Returns {seed: results}.
+  """
   config.validate()
   devices = jax.devices()
   _validate_devices(config, len(devices))
@@ -226,87 +286,141 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   if image_shape != tuple(config.model.image_shape):
     raise ConfigError(f"The {config.dataset} images have shape {image_shape}, the model expects "
                       f"{tuple(config.model.image_shape)}; set image_shape to match.")
-  splits = data.make_splits(arrays, config.model.num_classes, config.labels,
-                            config.validation_size, config.seed)
+  # Auto axes: sharding propagates through the step as in classic jit data parallelism.
+  mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  prepared = [_prepare_run(dataclasses.replace(config, seed=seed), workdir, arrays, replicated)
+              for seed, workdir in workdirs.items()]
+  groups = {}
+  for run, state in prepared:
+    groups.setdefault(run.start_step, []).append((run, state))
+  results = {}
+  for group in groups.values():
+    runs = [run for run, _ in group]
+    states = [state for _, state in group]
+    final = _train_group(runs, states, mesh)
+    for run, state in zip(runs, final):
+      results[run.config.seed] = _finish(run, state, len(devices))
+  return results
+
+
+def _train_group(runs, states, mesh) -> list:
+  """Trains runs at the same step together; returns their final states (one per run)."""
+  config, splits = runs[0].config, runs[0].splits
   alpha = config.alpha if config.alpha is not None else default_alpha(
       splits.num_train, len(splits.labelled_images))
-
-  os.makedirs(workdir, exist_ok=True)
-  checkpointing.check_workdir_config(workdir, config)
-  mngr = checkpointing.manager(workdir, config.keep_checkpoints)
-
-  # Auto axes: sharding propagates through the step as in classic jit data parallelism.
-  mesh = jax.make_mesh((len(devices),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  vmapped = len(runs) > 1
+  seed_axis = (None,) if vmapped else ()
   replicated = NamedSharding(mesh, PartitionSpec())
-  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-  state = jax.device_put(create_train_state(jax.random.key(config.seed), config), replicated)
-  restored = checkpointing.restore_latest(mngr, state, config)
-  if jax.process_index() == 0:
-    checkpointing.write_workdir_config(workdir, config)
-  wall_before = 0.0
-  if restored is not None:
-    state, saved_meta = restored
-    wall_before = float(saved_meta.get("wall_seconds", 0.0))
-    log.info("Resumed from the checkpoint at step %d in %s.", int(state.step), workdir)
-  train_step = make_train_step(config, alpha)
+  batch_sharding = NamedSharding(mesh, PartitionSpec(*seed_axis, "data"))
+  if vmapped:
+    state = jax.device_put(jax.tree.map(lambda *xs: jnp.stack(xs), *states), replicated)
+    seed_keys = jax.device_put(jnp.stack([jax.random.key(r.config.seed) for r in runs]),
+                               replicated)
+    step_fn = make_train_step(config, alpha, vmap_seeds=True)
+    train_step = lambda state, labelled, unlabelled: step_fn(state, labelled, unlabelled,
+                                                             seed_keys)
+  else:
+    state = states[0]
+    train_step = make_train_step(config, alpha)
+  unstack = (lambda state, i: jax.tree.map(lambda a: a[i], state)) if vmapped else \
+      (lambda state, i: state)
 
   examples_per_step = config.labelled_batch_size + (
       config.batch_size if len(splits.unlabelled_images) else 0)
-  log.info("Training %s on %s: %d labelled, %d unlabelled, %d validation, %d test; alpha=%.3g; "
-           "%d device(s).", config.model.arch, config.dataset, len(splits.labelled_images),
-           len(splits.unlabelled_images), len(splits.validation_images), len(splits.test_images),
-           alpha, len(devices))
+  seeds = ", ".join(str(r.config.seed) for r in runs)
+  log.info("Training %s %s on %s, seed(s) %s%s: %d labelled, %d unlabelled, %d validation, "
+           "%d test; alpha=%.3g; %d device(s).", config.model.kind, config.model.arch,
+           config.dataset, seeds, " (vmapped in one program)" if vmapped else "",
+           len(splits.labelled_images), len(splits.unlabelled_images),
+           len(splits.validation_images), len(splits.test_images), alpha, len(mesh.devices.flat))
 
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  start_step = int(state.step)
+  start_step = runs[0].start_step
   t_start = time.time()
-  wall = lambda: wall_before + time.time() - t_start
-  save = lambda step, state: checkpointing.save(
-      mngr, step, state, {"config": config.to_dict(), "wall_seconds": wall(), "alpha": alpha})
-  # A run killed after its last checkpoint logged steps it will now redo: drop them.
-  _truncate_metrics(metrics_path, start_step)
+  wall = lambda run: run.wall_before + time.time() - t_start
+
+  def save(done, state):
+    for i, run in enumerate(runs):
+      checkpointing.save(run.mngr, done, unstack(state, i),
+                         {"config": run.config.to_dict(), "wall_seconds": wall(run),
+                          "alpha": alpha})
+
+  def check_finite(state):
+    bad = np.atleast_1d(jax.device_get(state.nonfinite_step))
+    for i, run in enumerate(runs):
+      _check_finite(int(bad[i]), run.mngr, f" (seed {run.config.seed})" if vmapped else "")
+
+  def host_batch(step):
+    per_seed = [data.training_batch(r.splits, step, r.config.seed, config.labelled_batch_size,
+                                    config.batch_size) for r in runs]
+    if not vmapped:
+      return per_seed[0]
+    stack = lambda *xs: np.stack(xs)
+    labelled = jax.tree.map(stack, *[b[0] for b in per_seed])
+    unlabelled = None if per_seed[0][1] is None else jax.tree.map(stack, *[b[1] for b in per_seed])
+    return labelled, unlabelled
+
   window_start, window_metrics = time.time(), []
   with _stop_requests() as stop_signals:
     for step in range(start_step, config.num_steps):
-      labelled, unlabelled = data.training_batch(splits, step, config.seed,
-                                                 config.labelled_batch_size, config.batch_size)
-      labelled = _global_batch(labelled, batch_sharding)
-      unlabelled = _global_batch(unlabelled, batch_sharding)
+      labelled, unlabelled = host_batch(step)
+      labelled = _global_batch(labelled, batch_sharding, len(seed_axis))
+      unlabelled = _global_batch(unlabelled, batch_sharding, len(seed_axis))
       state, metrics = train_step(state, labelled, unlabelled)
       window_metrics.append(metrics)
       done = step + 1
-      record = None
+      records = [None] * len(runs)
       if done % config.log_every == 0 or done == config.num_steps:
-        _check_finite(state, mngr)
+        check_finite(state)
         seconds = time.time() - window_start
-        rate = len(window_metrics) * examples_per_step / seconds
+        rate = len(window_metrics) * examples_per_step * len(runs) / seconds
         remaining = (config.num_steps - done) * seconds / len(window_metrics)
-        means = _log_window(window_metrics, done, config.num_steps, rate, wall(), remaining)
-        record = {"step": done, "examples_per_s": rate, "elapsed_s": wall(), **means}
+        for i, run in enumerate(runs):
+          means = _log_window([unstack(m, i) for m in window_metrics], done, config.num_steps,
+                              rate, wall(run), remaining,
+                              f"seed {run.config.seed} | " if vmapped else "")
+          records[i] = {"step": done, "examples_per_s": rate, "elapsed_s": wall(run), **means}
         window_start, window_metrics = time.time(), []
       if (done % config.eval_every == 0 and len(splits.validation_images)
           and config.model.has_classes):
-        _check_finite(state, mngr)
-        error = evaluation.classification_error(
-            _host_params(state.params), splits.validation_images, splits.validation_labels)
-        log.info("step %d | validation error %.4f", done, error)
-        record = {**(record or {"step": done}), "validation_error": error}
-      if record is not None and jax.process_index() == 0:
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(record) + "\n")
+        check_finite(state)
+        for i, run in enumerate(runs):
+          error = evaluation.classification_error(
+              _host_params(unstack(state, i).params), run.splits.validation_images,
+              run.splits.validation_labels)
+          log.info("step %d | %svalidation error %.4f", done,
+                   f"seed {run.config.seed} | " if vmapped else "", error)
+          records[i] = {**(records[i] or {"step": done}), "validation_error": error}
+      if jax.process_index() == 0:
+        for run, record in zip(runs, records):
+          if record is not None:
+            with open(run.metrics_path, "a") as f:
+              f.write(json.dumps(record) + "\n")
       if done % config.checkpoint_every == 0 or done == config.num_steps or stop_signals:
-        _check_finite(state, mngr)
+        check_finite(state)
         save(done, state)
       if stop_signals:
-        mngr.close()
+        for run in runs:
+          run.mngr.close()
+        where = ", ".join(r.workdir for r in runs)
         raise TrainingInterrupted(
             f"Stopped by {signal.Signals(stop_signals[0]).name} after step {done}; its checkpoint "
-            f"is saved in {workdir}: rerun the same command to resume.", stop_signals[0])
-  trained_steps = int(state.step) - start_step
-  wall_seconds = wall()
-  mngr.close()
+            f"is saved in {where}: rerun the same command to resume.", stop_signals[0])
+  trained_steps = int(np.max(jax.device_get(state.step))) - start_step
+  rate = (trained_steps * examples_per_step * len(runs) / (time.time() - t_start)
+          if trained_steps else None)
+  final = []
+  for i, run in enumerate(runs):
+    run.wall_before = wall(run)
+    run.examples_per_s = rate
+    run.mngr.close()
+    final.append(unstack(state, i))
+  return final
 
+
+def _finish(run: _Run, state: TrainState, num_devices: int) -> Dict[str, Any]:
+  """Test and validation error of a trained run; writes its results.json."""
+  config, splits = run.config, run.splits
   final_params = _host_params(state.params)
   error = lambda images, labels: (evaluation.classification_error(final_params, images, labels)
                                   if config.model.has_classes and len(images) else None)
@@ -318,16 +432,16 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
       "seed": config.seed,
       "steps": int(state.step),
       "dataset": config.dataset,
-      "wall_seconds": wall_seconds,
-      "examples_per_s_this_process": (trained_steps * examples_per_step / (time.time() - t_start)
-                                      if trained_steps else None),
-      "alpha": alpha,
-      "num_devices": len(devices),
+      "wall_seconds": run.wall_before,
+      "examples_per_s_this_process": run.examples_per_s,
+      "alpha": config.alpha if config.alpha is not None else default_alpha(
+          splits.num_train, len(splits.labelled_images)),
+      "num_devices": num_devices,
       "flags": config.to_dict(),
   }
   if jax.process_index() == 0:
-    checkpointing.write_json_atomically(os.path.join(workdir, "results.json"), results)
-  log.info("test error %s (validation %s) after %d steps, %.0f s; results in %s",
-           results["test_error"], results["validation_error"], results["steps"], wall_seconds,
-           workdir)
+    checkpointing.write_json_atomically(os.path.join(run.workdir, "results.json"), results)
+  log.info("seed %d: test error %s (validation %s) after %d steps, %.0f s; results in %s",
+           config.seed, results["test_error"], results["validation_error"], results["steps"],
+           run.wall_before, run.workdir)
   return results

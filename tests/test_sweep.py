@@ -1,0 +1,86 @@
+"""Seeds vmapped in one program, and the sweep command (skip finished runs, resume the rest)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from ievae_jax import checkpointing, data, train_lib
+from tests.conftest import REPO, tiny_train_config
+
+TINY = ["--num_steps=4", "--batch_size=10", "--labelled_batch_size=10", "--hidden=32",
+        "--z_dim=3", "--r_dim=4", "--validation_size=100", "--log_every=2", "--eval_every=2",
+        "--checkpoint_every=2"]
+
+
+def _losses(workdir):
+  return [json.loads(l)["loss"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _params(workdir):
+  return jax.tree.leaves(checkpointing.load(workdir))
+
+
+def test_vmapped_seeds_match_single_seed_runs(tmp_path, small_mnist_dir):
+  arrays = data.load_idx(small_mnist_dir, "mnist")
+  config = tiny_train_config(num_steps=4)
+  together = train_lib.train_seeds(config, {0: str(tmp_path / "v0"), 3: str(tmp_path / "v3")},
+                                   arrays)
+  for seed in (0, 3):
+    alone = train_lib.train_and_evaluate(tiny_train_config(num_steps=4, seed=seed),
+                                         str(tmp_path / f"s{seed}"), arrays)
+    np.testing.assert_allclose(_losses(tmp_path / f"v{seed}"), _losses(tmp_path / f"s{seed}"),
+                               rtol=1e-5)
+    for a, b in zip(_params(str(tmp_path / f"v{seed}")), _params(str(tmp_path / f"s{seed}"))):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5)
+    assert together[seed]["test_error"] == alone["test_error"]
+    assert together[seed]["seed"] == seed and together[seed]["steps"] == 4
+  # The two seeds are different runs (own labelled subset, own noise).
+  assert _losses(tmp_path / "v0") != _losses(tmp_path / "v3")
+
+
+def _sweep(cwd, data_dir, *args):
+  env = {**os.environ, "PYTHONPATH": REPO}
+  return subprocess.run([sys.executable, "-m", "experiments.sweep", f"--data_dir={data_dir}",
+                         "--sweep_dir=out", *TINY, *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(tmp_path, small_mnist_dir):
+  first = _sweep(tmp_path, small_mnist_dir, "--labels=20", "--seeds=0,1")
+  assert first.returncode == 0, first.stderr[-3000:]
+  finished = sorted(glob.glob(str(tmp_path / "runs" / "semisup-mnist-labels20-seed*")))
+  assert len(finished) == 2
+  stamps = {d: os.path.getmtime(os.path.join(d, "results.json")) for d in finished}
+
+  # Same settings plus a new label count: the finished runs are skipped, 40 labels train.
+  second = _sweep(tmp_path, small_mnist_dir, "--labels=20,40", "--seeds=0,1")
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert second.stderr.count("skipped") == 2
+  assert {d: os.path.getmtime(os.path.join(d, "results.json")) for d in finished} == stamps
+  summary = json.load(open(tmp_path / "out" / "sweep.json"))
+  assert set(summary["results"]) == {"20", "40"}
+  row = summary["results"]["40"]
+  assert row["seeds"] == [0, 1] and len(row["runs"]) == 2
+  errors = [r["test_error"] for r in row["runs"]]
+  assert np.isclose(row["test_error_mean"], np.mean(errors))
+  assert np.isclose(row["test_error_std"], np.std(errors, ddof=1))
+  assert "| 40 |" in open(tmp_path / "out" / "sweep.md").read()
+
+  # More steps: the runs are unfinished now, and resume from their step-4 checkpoints.
+  third = _sweep(tmp_path, small_mnist_dir, "--labels=20", "--seeds=0,1", "--num_steps=6")
+  assert third.returncode == 0, third.stderr[-3000:]
+  assert third.stderr.count("Resumed from the checkpoint at step 4") == 2
+  for d in finished:
+    assert json.load(open(os.path.join(d, "results.json")))["steps"] == 6
+
+
+def test_sweep_rejects_bad_lists(tmp_path, small_mnist_dir):
+  out = _sweep(tmp_path, small_mnist_dir, "--labels=20,abc")
+  assert out.returncode == 1 and "error: --labels must be a comma-separated list" in out.stderr
+  out = _sweep(tmp_path, small_mnist_dir, "--labels=20", "--seeds=1,1")
+  assert out.returncode == 1 and "error: --seeds must list distinct integers" in out.stderr
