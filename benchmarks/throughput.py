@@ -34,6 +34,8 @@ flags.DEFINE_integer("windows", 7, "Timed windows per implementation (medians ar
 flags.DEFINE_integer("steps_per_window", 20, "Steps per timed window.")
 flags.DEFINE_boolean("torch_compile", True, "Also time torch.compile (inductor).")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matrix product.")
+flags.DEFINE_list("time_to_error_runs", [], "name=workdir pairs of finished MNIST-100 runs whose "
+                  "metrics.jsonl give the time to reach 5% and 3.33% error.")
 flags.DEFINE_string("output", None, "JSON path; default benchmarks/results/throughput_<platform>.json.")
 
 BATCH = 100   # labelled and unlabelled images per step each
@@ -105,7 +107,7 @@ def torch_step(kind: str, compile_mode):
     t = time.perf_counter()
     for _ in range(FLAGS.steps_per_window):
       loss = step(x_l, y_l, x_u)
-    float(loss)
+    float(loss.detach())
     return FLAGS.steps_per_window * 2 * BATCH / (time.perf_counter() - t)
 
   return window, {"warmup_s": warmup_s, "threads": torch.get_num_threads(),
@@ -127,7 +129,7 @@ def matmul_flops(n: int) -> dict:
   out = {"xla": statistics.median(rates)}
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    b = torch.from_numpy(np.asarray(a))
+    b = torch.from_numpy(np.array(a))
     torch.mm(b, b)
     rates = []
     for _ in range(5):
@@ -138,6 +140,26 @@ def matmul_flops(n: int) -> dict:
     out["torch"] = statistics.median(rates)
   except ImportError:
     pass
+  return out
+
+
+def time_to_error(workdir: str, targets=(0.05, 0.0333)) -> dict:
+  """Wall seconds at the first validation check at or below each target error.
+
+  The runs log the validation error (never the test error) during training; the test
+  error is read once, at the end. None: never reached in the run.
+  """
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    checks = [json.loads(l) for l in f if "validation_error" in l]
+  with open(os.path.join(workdir, "results.json")) as f:
+    final = json.load(f)
+  out = {"workdir": workdir, "final_test_error": final["test_error"],
+         "final_validation_error": final["validation_error"], "steps": final["steps"],
+         "wall_seconds": final["wall_seconds"],
+         "best_validation_error": min(c["validation_error"] for c in checks)}
+  for target in targets:
+    hit = next((c for c in checks if c["validation_error"] <= target), None)
+    out[f"seconds_to_{100 * target:g}%"] = hit["elapsed_s"] if hit else None
   return out
 
 
@@ -193,6 +215,14 @@ def main(argv):
     print(f"{kind:<7}{r['examples_per_s']:>11.0f}{torch_rate:>12}{ratio:>7}"
           f"{r['flops_per_step'] / 1e9:>12.2f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
           f"{r['peak_fraction']:>10.2f}{r['compile_s']:>10.1f}")
+  if FLAGS.time_to_error_runs:
+    results["time_to_error"] = {
+        name: time_to_error(path) for name, path in (p.split("=", 1) for p in
+                                                     FLAGS.time_to_error_runs)}
+    for name, row in results["time_to_error"].items():
+      print(f"{name}: 5% after {row['seconds_to_5%']} s, 3.33% after {row['seconds_to_3.33%']} s "
+            f"(best validation error {row['best_validation_error']:.2%}, final test error "
+            f"{row['final_test_error']:.2%} after {row['steps']} steps, {row['wall_seconds']:.0f} s)")
   output = FLAGS.output or f"benchmarks/results/throughput_{platform}.json"
   os.makedirs(os.path.dirname(output), exist_ok=True)
   with open(output, "w") as f:
