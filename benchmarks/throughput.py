@@ -114,6 +114,39 @@ def torch_step(kind: str, compile_mode):
                   "version": torch.__version__}
 
 
+def check_torch_matches(kind: str) -> float:
+  """Relative difference between our loss and the PyTorch reference's on the same
+  weights and binary batch, latent noise 0: proof that both sides do the same work."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  from ievae_jax import model  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.ModelConfig(kind=kind, z_dim=50 if kind == "m2" else 8)
+  params = model.init(jax.random.key(1), cfg)
+  x_l, y_l, x_u = _batches(1)
+  binary = lambda a: (a > 127).astype(np.float32)
+  zero_key_loss = _zero_noise_loss(params, binary(x_l), y_l, binary(x_u))
+  reference = torch_reference.Model(kind, z_dim=cfg.z_dim)
+  torch_reference.load_flax_params(reference, jax.tree.map(np.asarray, params.nets))
+  theirs = torch_reference.loss_with_zero_noise(
+      reference, torch.from_numpy(binary(x_l).reshape(BATCH, -1)), torch.from_numpy(y_l),
+      torch.from_numpy(binary(x_u).reshape(BATCH, -1)), 55.0)
+  return abs(theirs - zero_key_loss) / abs(zero_key_loss)
+
+
+def _zero_noise_loss(params, x_l, y_l, x_u) -> float:
+  """Our J with z at the posterior means (the noise eps = 0), from objective's terms."""
+  from ievae_jax import distributions, model, objective  # pylint: disable=g-import-not-at-top
+  cfg = params.config
+  x_l, x_u = jnp.asarray(x_l), jnp.asarray(x_u)
+  labelled = objective.labelled_elbo(params, x_l, jnp.asarray(y_l),
+                                     jnp.zeros((BATCH, cfg.z_dim)))["elbo"]
+  cross_entropy = -distributions.class_posterior(model.classify(params, x_l)).log_prob(
+      jnp.asarray(y_l))
+  bound = objective.unlabelled_bound(
+      params, x_u, jnp.zeros(objective.latent_noise_shape(cfg, BATCH, False)))["bound"]
+  return float(-labelled.mean() + 55.0 * cross_entropy.mean() - bound.mean())
+
+
 def matmul_flops(n: int) -> dict:
   """FLOP/s of an n x n float32 product: XLA (and PyTorch when installed), median of 5."""
   a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
@@ -178,6 +211,9 @@ def main(argv):
     ours, info = jax_step(kind)
     contenders = {"jax": ours}
     if have_torch:
+      info["torch_loss_relative_difference"] = check_torch_matches(kind)
+      print(f"{kind}: PyTorch reference loss vs ours on the same weights and batch (no noise): "
+            f"relative difference {info['torch_loss_relative_difference']:.1e}")
       contenders["torch_eager"], info["torch"] = torch_step(kind, None)
       if FLAGS.torch_compile:
         try:

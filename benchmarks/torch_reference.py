@@ -90,3 +90,39 @@ def make_step(kind: str, alpha: float, compile_mode=None):
     return loss
 
   return step
+
+
+def load_flax_params(torch_model: Model, nets: dict) -> None:
+  """Copies ievae_jax weights (`Params.nets`, as numpy) into `torch_model`."""
+  def dense(layer, p, kernel="kernel"):
+    layer.weight.data = torch.tensor(p[kernel]["kernel"] if kernel != "kernel" else p["kernel"]).T
+    if layer.bias is not None and "bias" in p:
+      layer.bias.data = torch.tensor(p["bias"])
+  for i, j in enumerate((0, 2, 4)):
+    dense(torch_model.classifier[j], nets["classifier"][f"Dense_{i}"])
+  if torch_model.kind == "ievae":
+    dense(torch_model.embedding[0], nets["invariant_embedding"]["Dense_0"])
+    dense(torch_model.embedding[2], nets["invariant_embedding"]["Dense_1"])
+  for prefix, first, second, rest, names in (
+      ("equivariant_encoder", torch_model.enc_x, torch_model.enc_r, torch_model.enc_rest,
+       ("encoder_input", "Dense_0", "GaussianHead_0")),
+      ("decoder", torch_model.dec_z, torch_model.dec_r, torch_model.dec_rest,
+       ("decoder_input", "Dense_0", "Dense_1"))):
+    p = nets[prefix]
+    first.weight.data = torch.tensor(p[names[0]]["from_first"]["kernel"]).T
+    second.weight.data = torch.tensor(p[names[0]]["from_second"]["kernel"]).T
+    second.bias.data = torch.tensor(p[names[0]]["bias"])
+    last = p[names[2]]["mean_and_scale"] if names[2] == "GaussianHead_0" else p[names[2]]
+    dense(rest[1], p[names[1]])
+    dense(rest[3], last)
+
+
+def loss_with_zero_noise(torch_model: Model, x_l, y_l, x_u, alpha: float) -> float:
+  """The model's loss with every latent noise draw set to 0 (z = posterior mean)."""
+  original = torch.randn
+  torch.randn = lambda *shape, **kw: torch.zeros(*shape)
+  try:
+    with torch.no_grad():
+      return float(torch_model.loss(x_l, y_l, x_u, alpha))
+  finally:
+    torch.randn = original
