@@ -77,3 +77,20 @@ def test_grad_flows_through_the_api(params):
 
 def optax_norm(tree):
   return jnp.sqrt(sum(jnp.sum(a ** 2) for a in jax.tree.leaves(tree)))
+
+
+def test_baselines_through_the_same_api():
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+  m2 = ievae_jax.init(jax.random.key(0), tiny_model_config(kind="m2"))
+  probs = jax.nn.softmax(ievae_jax.classify(m2, x))
+  np.testing.assert_allclose(ievae_jax.encode_invariant(m2, x), probs, rtol=1e-5)  # r_y = one-hot
+  assert ievae_jax.transfer(m2, x, jnp.array([1, 2, 3])).mean().shape == x.shape
+  vae = ievae_jax.init(jax.random.key(0), tiny_model_config(kind="vae"))
+  q0 = ievae_jax.encode_equivariant(vae, x, jnp.array([0, 0, 0]))
+  q9 = ievae_jax.encode_equivariant(vae, x, jnp.array([9, 9, 9]))
+  np.testing.assert_array_equal(q0.mean(), q9.mean())   # no class anywhere
+  assert ievae_jax.decode(vae, None, q0.mean()).mean().shape == x.shape
+  with pytest.raises(ValueError, match="plain VAE"):
+    ievae_jax.classify(vae, x)
+  with pytest.raises(ValueError, match="plain VAE"):
+    ievae_jax.transfer(vae, x, jnp.array([1, 2, 3]))

@@ -121,3 +121,43 @@ def test_loss_is_minus_mean_elbo_minus_mean_bound():
   supervised, supervised_metrics = objective.loss(params, labelled, None, key, alpha=0.0)
   np.testing.assert_allclose(supervised, -supervised_metrics["labelled_elbo"], rtol=1e-6)
   assert "unlabelled_bound" not in supervised_metrics
+
+
+def test_m2_uses_the_one_hot_class_and_the_same_bound():
+  params = model.init(jax.random.key(0), tiny_model_config(kind="m2"))
+  np.testing.assert_array_equal(model.class_representations(params), np.eye(K))
+  x = _binary_images(4)
+  eps = jax.random.normal(jax.random.key(5), (4, K, params.config.z_dim))
+  got = objective.unlabelled_bound(params, x, eps)["class_elbo"]
+  # Independent: the encoder and decoder on the concatenated one-hot, numpy densities.
+  for k in (0, 6):
+    onehot = jnp.broadcast_to(jnp.eye(K)[k], (4, K))
+    mean, scale = (np.asarray(a) for a in model._apply(params, "equivariant_encoder", x, onehot))
+    z = mean + scale * np.asarray(eps[:, k])
+    logits = model._apply(params, "decoder", onehot, jnp.asarray(z))
+    expected = (_np_bernoulli_log_prob(logits, np.asarray(x)) - _np_gauss_kl(mean, scale)
+                - np.log(K))
+    np.testing.assert_allclose(got[:, k], expected, rtol=1e-5)
+
+
+def test_vae_loss_is_the_mean_negative_elbo_of_every_image():
+  params = model.init(jax.random.key(0), tiny_model_config(kind="vae"))
+  assert set(params.nets) == {"equivariant_encoder", "decoder"}
+  x = _binary_images(6)
+  labelled = {"image": x[:2], "label": jnp.array([1, 2])}
+  key = jax.random.key(8)
+  total, metrics = objective.loss(params, labelled, {"image": x[2:]}, key, alpha=50.0)
+  eps = jax.random.normal(key, (6, params.config.z_dim))
+  mean, scale = (np.asarray(a) for a in model._apply(params, "equivariant_encoder", x, None))
+  z = mean + scale * np.asarray(eps)
+  logits = model._apply(params, "decoder", None, jnp.asarray(z))
+  elbo = _np_bernoulli_log_prob(logits, np.asarray(x)) - _np_gauss_kl(mean, scale)
+  np.testing.assert_allclose(float(total), -elbo.mean(), rtol=1e-5)
+  assert "cross_entropy" not in metrics   # labels (and alpha) play no part
+
+
+def test_pixel_log_prob_equals_distrax_bernoulli():
+  logits = jax.random.normal(jax.random.key(0), (3, 28, 28, 1)) * 4
+  x = _binary_images(3)
+  np.testing.assert_allclose(distributions.pixel_log_prob(logits, x),
+                             distributions.pixel_likelihood(logits).log_prob(x), rtol=1e-5)
