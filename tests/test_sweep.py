@@ -84,3 +84,21 @@ def test_sweep_rejects_bad_lists(tmp_path, small_mnist_dir):
   assert out.returncode == 1 and "error: --labels must be a comma-separated list" in out.stderr
   out = _sweep(tmp_path, small_mnist_dir, "--labels=20", "--seeds=1,1")
   assert out.returncode == 1 and "error: --seeds must list distinct integers" in out.stderr
+
+
+def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_dir):
+  """The vmapped program shards each seed's batch over the devices (seed axis replicated)."""
+  losses = {}
+  for devices in (1, 4):
+    cwd = tmp_path / f"d{devices}"
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": REPO,
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    out = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--data_dir={small_mnist_dir}",
+                          "--sweep_dir=out", *TINY, "--batch_size=12", "--labelled_batch_size=12",
+                          "--labels=20", "--seeds=0,1"], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(vmapped in one program)" in out.stderr and f"{devices} device(s)" in out.stderr
+    losses[devices] = [_losses(d) for d in sorted(glob.glob(str(cwd / "runs" / "semisup-*")))]
+  np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)
