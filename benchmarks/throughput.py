@@ -47,13 +47,6 @@ def _batches(seed=0):
   return images(), rng.integers(0, 10, BATCH), images()
 
 
-def _time_windows(run_window, windows):
-  rates = []
-  for _ in range(windows):
-    rates.append(run_window())
-  return rates
-
-
 def jax_step(kind: str):
   """(window() -> examples/s, info) for our compiled step."""
   z_dim = 50 if kind == "m2" else 8

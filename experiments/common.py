@@ -110,8 +110,11 @@ def _labels_from_flag(value: str):
     ) from None
 
 
-def config_from_flags(supervised: bool) -> config_lib.TrainConfig:
-  """The run's TrainConfig, validated. Raises ConfigError naming a bad flag."""
+def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
+  """The run's TrainConfig, validated. Raises ConfigError naming a bad flag.
+
+  labels: overrides --labels (the sweep passes each of its label counts).
+  """
   if FLAGS.dataset not in data.NUM_CLASSES:
     raise config_lib.ConfigError(
         f"Unknown dataset {FLAGS.dataset!r}; use one of {', '.join(data.NUM_CLASSES)}.")
@@ -122,7 +125,8 @@ def config_from_flags(supervised: bool) -> config_lib.TrainConfig:
   model = config_lib.ModelConfig(
       num_classes=data.NUM_CLASSES[FLAGS.dataset], kind=FLAGS.model, arch=FLAGS.arch, z_dim=z_dim,
       r_dim=FLAGS.r_dim, hidden=FLAGS.hidden, routing=FLAGS.routing)
-  labels = None if supervised else _labels_from_flag(FLAGS.labels)
+  if labels is None:
+    labels = None if supervised else _labels_from_flag(FLAGS.labels)
   config = config_lib.TrainConfig(
       model=model, dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir or os.environ.get("IEVAE_DATA_DIR") or None,

@@ -16,7 +16,6 @@ Figures: class_swap.png, reconstructions.png, embeddings.png, and traversal.png 
 d_z = 2 runs.
 """
 
-import functools
 import json
 import logging
 import os
@@ -62,14 +61,14 @@ def _check_flags():
       raise config_lib.ConfigError(f"--{name} must be >= 0 (0: all), got {getattr(FLAGS, name)}.")
 
 
-@functools.partial(jax.jit, static_argnames="hard")
-def _representations(params, images, hard=False):
+@jax.jit
+def _representations(params, images):
   """(mean of q(z | x, r_yhat), encode_invariant(x)) for uint8 images."""
   x = evaluation.grey(images)
   z = model.encode_equivariant(params, x).mean()
   if not params.config.has_classes:
     return z, z
-  return z, model.encode_invariant(params, x, hard=hard)
+  return z, model.encode_invariant(params, x)
 
 
 def _first_of_each_class(labels, num_classes, per_class=1):

@@ -12,6 +12,7 @@ device. Writes sweep.json (per label count: mean and standard deviation of the t
 error over seeds, and every run) and sweep.md (the table) into --sweep_dir.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -97,16 +98,13 @@ def run_sweep() -> dict:
   if FLAGS.seeds_per_program < 0:
     raise config_lib.ConfigError(f"--seeds_per_program must be >= 0, got "
                                  f"{FLAGS.seeds_per_program}.")
-  FLAGS.labels = str(label_counts[0])
-  base = common.config_from_flags(supervised=False)
-  configs = [config_lib.TrainConfig.from_dict({**base.to_dict(), "labels": n}).validate()
-             for n in label_counts]
+  configs = [common.config_from_flags(supervised=False, labels=n) for n in label_counts]
+  base = configs[0]
   arrays = data.load(base.dataset, base.data_dir, base.tfds_data_dir)
   per_program = FLAGS.seeds_per_program or len(seeds)
   runs_by_labels = {}
   for config in configs:
-    workdirs = {s: common.default_workdir(
-        "semisup", config_lib.TrainConfig.from_dict({**config.to_dict(), "seed": s}))
+    workdirs = {s: common.default_workdir("semisup", dataclasses.replace(config, seed=s))
                 for s in seeds}
     done = {}
     for s, workdir in workdirs.items():

@@ -178,9 +178,10 @@ def _global_batch(batch: Optional[Dict[str, np.ndarray]], sharding: NamedShardin
   return jax.tree.map(put, batch)
 
 
-def _host_params(params: model.Params) -> model.Params:
-  """A host (numpy) copy of replicated parameters, usable by any process's own jit."""
-  return jax.tree.map(np.asarray, params)
+def _local_params(params: model.Params) -> model.Params:
+  """Replicated parameters copied once onto this process's first device, where its own
+  jitted evaluation runs (in multi-process runs the global array spans other hosts)."""
+  return jax.device_put(jax.tree.map(np.asarray, params), jax.local_devices()[0])
 
 
 def _validate_devices(config: TrainConfig, num_devices: int) -> None:
@@ -202,18 +203,22 @@ def _truncate_metrics(path: str, last_step: int) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _log_window(window_metrics, done: int, num_steps: int, examples_per_s: float,
-                elapsed: float, remaining: float, prefix: str = "") -> Dict[str, float]:
-  """Logs the mean metrics of the steps since the last log; returns them."""
-  means = {k: float(np.mean(v)) for k, v in jax.device_get(
-      jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
+def _window_means(window_metrics) -> Dict[str, np.ndarray]:
+  """Mean over the steps since the last log of every metric: scalars, or (S,) arrays
+  for S vmapped seeds. One stack and one device-to-host copy per log."""
+  stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics))
+  return {k: np.mean(v, axis=0) for k, v in stacked.items()}
+
+
+def _log_window(means: Dict[str, float], done: int, num_steps: int, examples_per_s: float,
+                elapsed: float, remaining: float, prefix: str = "") -> None:
+  """Logs one run's window means (see `_window_means`)."""
   shown = [(name, means[key]) for name, key in (
       ("labelled elbo", "labelled_elbo"), ("elbo", "elbo"), ("unlabelled bound", "unlabelled_bound"),
       ("cross-entropy", "cross_entropy"), ("kl", "kl")) if key in means]
   log.info("step %d/%d | %sloss %.2f | %s | %.0f examples/s | elapsed %.0fs | remaining %.0fs",
            done, num_steps, prefix, means["loss"], " | ".join(f"{n} {v:.4g}" for n, v in shown),
            examples_per_s, elapsed, remaining)
-  return means
 
 
 @dataclasses.dataclass
@@ -223,13 +228,21 @@ class _Run:
   workdir: str
   splits: data.Splits
   mngr: Any
-  wall_before: float = 0.0
+  wall_before: float = 0.0            # wall seconds of earlier sessions (from the checkpoint)
   start_step: int = 0
+  wall_seconds: Optional[float] = None   # set when training ends
   examples_per_s: Optional[float] = None
 
   @property
   def metrics_path(self) -> str:
     return os.path.join(self.workdir, "metrics.jsonl")
+
+
+def _alpha(run: _Run) -> float:
+  """The run's alpha: the flag, or 0.1 N / N_l (see `default_alpha`)."""
+  if run.config.alpha is not None:
+    return run.config.alpha
+  return default_alpha(run.splits.num_train, len(run.splits.labelled_images))
 
 
 def _prepare_run(config: TrainConfig, workdir: str, arrays, like: TrainState):
@@ -307,8 +320,7 @@ def train_seeds(config: TrainConfig, workdirs: Dict[int, str],
 def _train_group(runs, states, mesh) -> list:
   """Trains runs at the same step together; returns their final states (one per run)."""
   config, splits = runs[0].config, runs[0].splits
-  alpha = config.alpha if config.alpha is not None else default_alpha(
-      splits.num_train, len(splits.labelled_images))
+  alpha = _alpha(runs[0])   # the same for every seed: it depends on N and N_l only
   vmapped = len(runs) > 1
   seed_axis = (None,) if vmapped else ()
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -375,10 +387,11 @@ def _train_group(runs, states, mesh) -> list:
         seconds = time.time() - window_start
         rate = len(window_metrics) * examples_per_step * len(runs) / seconds
         remaining = (config.num_steps - done) * seconds / len(window_metrics)
+        window = _window_means(window_metrics)
         for i, run in enumerate(runs):
-          means = _log_window([unstack(m, i) for m in window_metrics], done, config.num_steps,
-                              rate, wall(run), remaining,
-                              f"seed {run.config.seed} | " if vmapped else "")
+          means = {k: float(v[i] if vmapped else v) for k, v in window.items()}
+          _log_window(means, done, config.num_steps, rate, wall(run), remaining,
+                      f"seed {run.config.seed} | " if vmapped else "")
           records[i] = {"step": done, "examples_per_s": rate, "elapsed_s": wall(run), **means}
         window_start, window_metrics = time.time(), []
       if (done % config.eval_every == 0 and len(splits.validation_images)
@@ -386,7 +399,7 @@ def _train_group(runs, states, mesh) -> list:
         check_finite(state)
         for i, run in enumerate(runs):
           error = evaluation.classification_error(
-              _host_params(unstack(state, i).params), run.splits.validation_images,
+              _local_params(unstack(state, i).params), run.splits.validation_images,
               run.splits.validation_labels)
           log.info("step %d | %svalidation error %.4f", done,
                    f"seed {run.config.seed} | " if vmapped else "", error)
@@ -411,7 +424,7 @@ def _train_group(runs, states, mesh) -> list:
           if trained_steps else None)
   final = []
   for i, run in enumerate(runs):
-    run.wall_before = wall(run)
+    run.wall_seconds = wall(run)
     run.examples_per_s = rate
     run.mngr.close()
     final.append(unstack(state, i))
@@ -421,7 +434,7 @@ def _train_group(runs, states, mesh) -> list:
 def _finish(run: _Run, state: TrainState, num_devices: int) -> Dict[str, Any]:
   """Test and validation error of a trained run; writes its results.json."""
   config, splits = run.config, run.splits
-  final_params = _host_params(state.params)
+  final_params = _local_params(state.params)
   error = lambda images, labels: (evaluation.classification_error(final_params, images, labels)
                                   if config.model.has_classes and len(images) else None)
   results = {
@@ -432,10 +445,9 @@ def _finish(run: _Run, state: TrainState, num_devices: int) -> Dict[str, Any]:
       "seed": config.seed,
       "steps": int(state.step),
       "dataset": config.dataset,
-      "wall_seconds": run.wall_before,
+      "wall_seconds": run.wall_seconds,
       "examples_per_s_this_process": run.examples_per_s,
-      "alpha": config.alpha if config.alpha is not None else default_alpha(
-          splits.num_train, len(splits.labelled_images)),
+      "alpha": _alpha(run),
       "num_devices": num_devices,
       "flags": config.to_dict(),
   }
@@ -443,5 +455,5 @@ def _finish(run: _Run, state: TrainState, num_devices: int) -> Dict[str, Any]:
     checkpointing.write_json_atomically(os.path.join(run.workdir, "results.json"), results)
   log.info("seed %d: test error %s (validation %s) after %d steps, %.0f s; results in %s",
            config.seed, results["test_error"], results["validation_error"], results["steps"],
-           run.wall_before, run.workdir)
+           run.wall_seconds, run.workdir)
   return results
