@@ -54,6 +54,11 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_string("lr_schedule", base["lr_schedule"], "constant | cosine.")
   flags.DEFINE_float("alpha", base["alpha"], "Weight of the mean labelled cross-entropy; "
                      "default 0.1 * N / N_l.")
+  flags.DEFINE_float("kl_weight", base["kl_weight"], "Weight of KL(q(z|.) || p(z)) in the "
+                     "bound; 1 is the paper's ELBO.")
+  flags.DEFINE_integer("augment_shift", base["augment_shift"], "Extension beyond the paper: "
+                       "random translation of every training image by up to this many pixels "
+                       "per axis; 0 (default) turns it off.")
   flags.DEFINE_string("model", base["kind"], "ievae (default) | m2 (Kingma et al. 2014's M2, "
                       "one-hot y) | vae (one latent, no class; unsupervised).")
   flags.DEFINE_integer("z_dim", None, "Size of the equivariant latent z; default "
@@ -135,14 +140,21 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       batch_size=FLAGS.batch_size,
       labelled_batch_size=FLAGS.batch_size if supervised else FLAGS.labelled_batch_size,
       learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule, alpha=FLAGS.alpha,
+      kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
       log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
       checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints)
   return config.validate()
 
 
+# Settings added after runs were made: left out of the workdir's digest at these
+# values, so that earlier runs keep their default workdirs (and sweeps find them).
+_DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0}
+
+
 def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:
   settings = {k: v for k, v in config.to_dict().items()
-              if k not in checkpointing.RESUMABLE_SETTINGS}
+              if k not in checkpointing.RESUMABLE_SETTINGS
+              and not (k in _DIGEST_OMITS_AT and v == _DIGEST_OMITS_AT[k])}
   digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
   labels = "all" if config.labels is None else config.labels
   return os.path.join("runs", f"{launcher}-{config.dataset}-labels{labels}-seed{config.seed}-"

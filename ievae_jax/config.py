@@ -103,6 +103,11 @@ class TrainConfig:
     alpha: weight of the mean labelled cross-entropy. None: 0.1 * N / N_l, the
       practical reading of Kingma et al. 2014's alpha = 0.1 N when each term is a
       batch mean (N training examples, N_l labelled ones). See objective.py.
+    kl_weight: weight of KL(q(z | .) || p(z)) in the bound (1: the paper's ELBO; above
+      1 class information costs more in z than in r_y). See objective.loss.
+    augment_shift: extension beyond the paper, 0 (default) to turn off: every
+      training image (labelled and unlabelled) is translated by a random integer
+      offset of at most this many pixels per axis each step (augmentation.py).
     log_every, eval_every, checkpoint_every: rhythm, in steps, of progress logs,
       validation error and checkpoints.
     keep_checkpoints: how many of the latest checkpoints to keep.
@@ -120,6 +125,8 @@ class TrainConfig:
   learning_rate: float = 1e-3
   lr_schedule: str = "constant"
   alpha: Optional[float] = None
+  kl_weight: float = 1.0
+  augment_shift: int = 0
   log_every: int = 500
   eval_every: int = 2000
   checkpoint_every: int = 2000
@@ -143,6 +150,12 @@ class TrainConfig:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}.")
     if self.alpha is not None and not self.alpha >= 0:
       raise ConfigError(f"--alpha must be >= 0, got {self.alpha}.")
+    if not self.kl_weight > 0:
+      raise ConfigError(f"--kl_weight must be positive, got {self.kl_weight}.")
+    if not isinstance(self.augment_shift, int) or not 0 <= self.augment_shift < min(
+        self.model.image_shape[:2]):
+      raise ConfigError(f"--augment_shift must be an integer in [0, image size), got "
+                        f"{self.augment_shift!r}; 2 is a common choice for MNIST, 0 turns it off.")
     k = self.model.num_classes
     if self.labels is not None:
       if self.labels < k or self.labels % k:

@@ -54,18 +54,26 @@ def latent_noise_shape(config, batch: int, labelled: bool):
   return (batch, config.num_classes, config.z_dim)
 
 
-def labelled_elbo(params: Params, x: jnp.ndarray, y: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
-  """L(x, y) and its terms. x (B, H, W, C), y (B,) int, eps (B, z_dim) -> each (B,)."""
+def labelled_elbo(params: Params, x: jnp.ndarray, y: jnp.ndarray, eps: jnp.ndarray,
+                  kl_weight: float = 1.0) -> Metrics:
+  """L(x, y) and its terms. x (B, H, W, C), y (B,) int, eps (B, z_dim) -> each (B,).
+
+  kl_weight != 1 scales KL(q(z | .) || p(z)) in "elbo" (then a beta-weighted bound,
+  not the ELBO); "kl" is always the unweighted KL.
+  """
   r = model.invariant_representation(params, y)
   reconstruction, kl = _elbo_terms(params, x, r, eps)
   log_prior_y = distributions.class_prior(params.config.num_classes).log_prob(y)
-  return {"elbo": reconstruction - kl + log_prior_y, "reconstruction": reconstruction, "kl": kl}
+  return {"elbo": reconstruction - kl_weight * kl + log_prior_y,
+          "reconstruction": reconstruction, "kl": kl}
 
 
-def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
+def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
+                     kl_weight: float = 1.0) -> Metrics:
   """U(x), with the sum over classes exact and vectorised.
 
   x (B, H, W, C); eps (B, K, z_dim), or (B, z_dim) under the strict routing.
+  kl_weight scales the KL inside each L(x, y) as in `labelled_elbo`.
   Returns "bound" (B,), "entropy" (B,) and "class_elbo" (B, K), which is L(x, y)
   for every class y.
   """
@@ -75,7 +83,7 @@ def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metric
     eps = eps[:, None, :]
   reconstruction, kl = _elbo_terms(params, x[:, None], r_all, eps)  # (B, K) each
   log_prior_y = distributions.class_prior(num_classes).log_prob(jnp.arange(num_classes))
-  class_elbo = reconstruction - kl + log_prior_y
+  class_elbo = reconstruction - kl_weight * kl + log_prior_y
   q_y = distributions.class_posterior(model.classify(params, x))
   bound = jnp.sum(q_y.probs * class_elbo, axis=-1) + q_y.entropy()
   return {"bound": bound, "entropy": q_y.entropy(), "class_elbo": class_elbo}
@@ -99,7 +107,8 @@ def _vae_loss(params: Params, labelled, unlabelled, key: jax.Array):
 
 
 def loss(params: Params, labelled: Dict[str, jnp.ndarray],
-         unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float):
+         unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float,
+         kl_weight: float = 1.0):
   """J, the training loss to minimise, and its terms.
 
   Args:
@@ -107,6 +116,9 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     unlabelled: {"image": (B_u, H, W, C)}, or None for supervised training.
     key: the latent noise's PRNG key.
     alpha: weight of the mean labelled cross-entropy (see the module docstring).
+    kl_weight: weight of KL(q(z | .) || p(z)) in L and U; 1 is the paper's bound.
+      Above 1 it makes class information dearer in z than in r_y (a beta-VAE
+      weighting, `TrainConfig.kl_weight`).
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
@@ -116,7 +128,7 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   key_labelled, key_unlabelled = jax.random.split(key)
   x_l, y_l = labelled["image"], labelled["label"]
   eps_l = jax.random.normal(key_labelled, latent_noise_shape(config, x_l.shape[0], True))
-  terms = labelled_elbo(params, x_l, y_l, eps_l)
+  terms = labelled_elbo(params, x_l, y_l, eps_l, kl_weight)
   logits = model.classify(params, x_l)
   cross_entropy = -distributions.class_posterior(logits).log_prob(y_l)
   total = -jnp.mean(terms["elbo"]) + alpha * jnp.mean(cross_entropy)
@@ -130,7 +142,7 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   if unlabelled is not None:
     x_u = unlabelled["image"]
     eps_u = jax.random.normal(key_unlabelled, latent_noise_shape(config, x_u.shape[0], False))
-    u_terms = unlabelled_bound(params, x_u, eps_u)
+    u_terms = unlabelled_bound(params, x_u, eps_u, kl_weight)
     total = total - jnp.mean(u_terms["bound"])
     metrics["unlabelled_bound"] = jnp.mean(u_terms["bound"])
     metrics["unlabelled_entropy"] = jnp.mean(u_terms["entropy"])

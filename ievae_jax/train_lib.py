@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ievae_jax import checkpointing, data, evaluation, model, objective
+from ievae_jax import augmentation, checkpointing, data, evaluation, model, objective
 from ievae_jax.config import ConfigError, TrainConfig
 
 log = logging.getLogger("ievae_jax")
@@ -125,12 +125,18 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
 
   def train_step(state: TrainState, labelled: Dict, unlabelled: Optional[Dict],
                  seed_key: jax.Array):
-    key_l, key_u, key_z = jax.random.split(jax.random.fold_in(seed_key, state.step), 3)
-    labelled = {"image": _binarise(key_l, labelled["image"]), "label": labelled["label"]}
+    step_key = jax.random.fold_in(seed_key, state.step)
+    key_l, key_u, key_z = jax.random.split(step_key, 3)
+    # Separate stream, so that runs without augmentation draw what they always drew.
+    key_shift_l, key_shift_u = jax.random.split(jax.random.fold_in(step_key, 1))
+    shift = lambda key, x: augmentation.random_shift(key, x, config.augment_shift)
+    labelled = {"image": shift(key_shift_l, _binarise(key_l, labelled["image"])),
+                "label": labelled["label"]}
     if unlabelled is not None:
-      unlabelled = {"image": _binarise(key_u, unlabelled["image"])}
+      unlabelled = {"image": shift(key_shift_u, _binarise(key_u, unlabelled["image"]))}
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha)
+    (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
+                                     config.kl_weight)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)

@@ -161,3 +161,32 @@ def test_pixel_log_prob_equals_distrax_bernoulli():
   x = _binary_images(3)
   np.testing.assert_allclose(distributions.pixel_log_prob(logits, x),
                              distributions.pixel_likelihood(logits).log_prob(x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("routing", ["conditional", "strict"])
+def test_kl_weight_scales_only_the_kl_in_both_bounds(routing):
+  params = _params(routing)
+  x = _binary_images(8)
+  labelled = {"image": x[:4], "label": jnp.array([1, 3, 5, 7])}
+  key = jax.random.key(5)
+  eps_l = jax.random.normal(key, (4, params.config.z_dim))
+  plain = objective.labelled_elbo(params, x[:4], labelled["label"], eps_l)
+  heavy = objective.labelled_elbo(params, x[:4], labelled["label"], eps_l, kl_weight=3.0)
+  np.testing.assert_allclose(heavy["kl"], plain["kl"])
+  np.testing.assert_allclose(heavy["elbo"], plain["elbo"] - 2.0 * plain["kl"], rtol=1e-5)
+
+  eps_u = jax.random.normal(key, objective.latent_noise_shape(params.config, 4, labelled=False))
+  per_class = []
+  for k in range(K):   # the beta-weighted L(x, k), one class at a time, from its terms
+    eps_k = eps_u if routing == "strict" else eps_u[:, k]
+    terms = objective.labelled_elbo(params, x[4:], jnp.full(4, k), eps_k)
+    per_class.append(np.asarray(terms["reconstruction"] - 3.0 * terms["kl"]) - np.log(K))
+  got = objective.unlabelled_bound(params, x[4:], eps_u, kl_weight=3.0)
+  np.testing.assert_allclose(got["class_elbo"], np.stack(per_class, 1), rtol=1e-5)
+
+  total_1, _ = objective.loss(params, labelled, {"image": x[4:]}, key, alpha=0.0)
+  total_3, metrics_3 = objective.loss(params, labelled, {"image": x[4:]}, key, alpha=0.0,
+                                      kl_weight=3.0)
+  assert float(total_3) > float(total_1)   # KL > 0, so weighting it up raises the loss
+  np.testing.assert_allclose(total_3, -metrics_3["labelled_elbo"] - metrics_3["unlabelled_bound"],
+                             rtol=1e-6)

@@ -102,3 +102,19 @@ def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_di
     assert "(vmapped in one program)" in out.stderr and f"{devices} device(s)" in out.stderr
     losses[devices] = [_losses(d) for d in sorted(glob.glob(str(cwd / "runs" / "semisup-*")))]
   np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)
+
+
+def test_default_workdirs_of_earlier_runs_are_stable():
+  """Settings added later (kl_weight, augment_shift) leave the digest alone at their
+  neutral values, so runs made before them keep their workdirs and sweeps find them.
+  The name below is that of the committed 100-label sweep's seed 0 (mnist_sweep/)."""
+  import dataclasses
+  from experiments import common
+  from ievae_jax.config import TrainConfig
+  config = TrainConfig(labels=100, seed=0, num_steps=10000, lr_schedule="cosine",
+                       log_every=500, eval_every=1000, data_dir="../shared/data/mnist")
+  assert common.default_workdir("semisup", config) == \
+      os.path.join("runs", "semisup-mnist-labels100-seed0-c972f65a")
+  for changed in ({"kl_weight": 2.0}, {"augment_shift": 2}, {"alpha": 550.0}):
+    assert common.default_workdir("semisup", dataclasses.replace(config, **changed)) != \
+        common.default_workdir("semisup", config)

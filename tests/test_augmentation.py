@@ -1,0 +1,68 @@
+"""Random translation (augmentation.py) and its use in the training step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ievae_jax import augmentation, train_lib
+from ievae_jax.config import ConfigError
+from tests.conftest import tiny_train_config
+
+
+def _find_offset(source, shifted, max_shift):
+  """The (dy, dx) with shifted = source moved by (dy, dx), zeros shifted in; None if none."""
+  height, width = source.shape
+  padded = np.pad(source, max_shift)
+  found = []
+  for dy in range(-max_shift, max_shift + 1):
+    for dx in range(-max_shift, max_shift + 1):
+      window = padded[max_shift - dy:max_shift - dy + height, max_shift - dx:max_shift - dx + width]
+      if np.array_equal(window, shifted):
+        found.append((dy, dx))
+  return found
+
+
+def test_each_image_is_a_translate_of_its_source_within_the_limit():
+  rng = np.random.default_rng(0)
+  images = rng.integers(1, 255, size=(64, 12, 12, 1)).astype(np.float32)  # no zeros: unambiguous
+  shifted = np.asarray(augmentation.random_shift(jax.random.key(3), jnp.asarray(images), 2))
+  assert shifted.shape == images.shape
+  offsets = []
+  for source, out in zip(images[..., 0], shifted[..., 0]):
+    found = _find_offset(source, out, 2)
+    assert len(found) == 1, "not a translate of its source by at most 2 pixels"
+    offsets.append(found[0])
+  # Independent offsets per image, covering the whole range.
+  assert len(set(offsets)) > 12
+  assert {o[0] for o in offsets} == set(range(-2, 3))
+
+
+def test_zero_shift_is_the_identity():
+  images = jnp.arange(2 * 5 * 5, dtype=jnp.float32).reshape(2, 5, 5, 1)
+  np.testing.assert_array_equal(augmentation.random_shift(jax.random.key(0), images, 0), images)
+
+
+def test_training_step_with_and_without_augmentation(small_mnist_dir):
+  from ievae_jax import data
+  arrays = data.load("mnist", small_mnist_dir)
+  labelled = {"image": arrays["train_images"][:10], "label": arrays["train_labels"][:10].astype(np.int32)}
+  unlabelled = {"image": arrays["train_images"][10:20]}
+  losses = {}
+  for shift in (0, 2):
+    config = tiny_train_config(augment_shift=shift)
+    step = train_lib.make_train_step(config, alpha=1.0)
+    state = train_lib.create_train_state(jax.random.key(0), config)
+    _, metrics = step(state, labelled, unlabelled)
+    losses[shift] = float(metrics["loss"])
+  assert np.isfinite(losses[2]) and losses[2] != losses[0]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"augment_shift": -1}, "--augment_shift must be an integer in [0, image size)"),
+    ({"augment_shift": 28}, "--augment_shift must be an integer in [0, image size)"),
+    ({"kl_weight": 0.0}, "--kl_weight must be positive"),
+])
+def test_bad_settings_are_refused(setting, message):
+  with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
+    tiny_train_config(**setting).validate()
