@@ -66,6 +66,8 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_integer("r_dim", base["r_dim"], "Size of the invariant representation r_y.")
   flags.DEFINE_integer("hidden", base["hidden"], "Hidden width of the networks.")
   flags.DEFINE_string("arch", base["arch"], "mlp | conv.")
+  flags.DEFINE_string("classifier_arch", None, "mlp | conv: the classifier's architecture "
+                      "(default: --arch).")
   flags.DEFINE_string("routing", base["routing"],
                       "conditional: q(z | x, r_y) (default) | strict: q(z | x).")
   flags.DEFINE_integer("validation_size", base["validation_size"],
@@ -128,7 +130,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
         f"Unknown --model={FLAGS.model!r}; use one of {', '.join(config_lib.MODELS)}.")
   z_dim = DEFAULT_Z_DIM[FLAGS.model] if FLAGS.z_dim is None else FLAGS.z_dim
   model = config_lib.ModelConfig(
-      num_classes=data.NUM_CLASSES[FLAGS.dataset], kind=FLAGS.model, arch=FLAGS.arch, z_dim=z_dim,
+      num_classes=data.NUM_CLASSES[FLAGS.dataset], kind=FLAGS.model, arch=FLAGS.arch,
+      classifier_arch=FLAGS.classifier_arch, z_dim=z_dim,
       r_dim=FLAGS.r_dim, hidden=FLAGS.hidden, routing=FLAGS.routing)
   if labels is None:
     labels = None if supervised else _labels_from_flag(FLAGS.labels)
@@ -149,12 +152,17 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0}
+_MODEL_DIGEST_OMITS_AT = {"classifier_arch": None}
+
+
+def _omit_neutral(settings: dict, neutral: dict) -> dict:
+  return {k: v for k, v in settings.items() if not (k in neutral and v == neutral[k])}
 
 
 def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:
-  settings = {k: v for k, v in config.to_dict().items()
-              if k not in checkpointing.RESUMABLE_SETTINGS
-              and not (k in _DIGEST_OMITS_AT and v == _DIGEST_OMITS_AT[k])}
+  settings = _omit_neutral({k: v for k, v in config.to_dict().items()
+                            if k not in checkpointing.RESUMABLE_SETTINGS}, _DIGEST_OMITS_AT)
+  settings["model"] = _omit_neutral(settings["model"], _MODEL_DIGEST_OMITS_AT)
   digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
   labels = "all" if config.labels is None else config.labels
   return os.path.join("runs", f"{launcher}-{config.dataset}-labels{labels}-seed{config.seed}-"

@@ -36,6 +36,9 @@ class ModelConfig:
       class, no classifier, `routing` and `r_dim` unused).
     num_classes: K, the number of classes (values of y).
     arch: "mlp" (784-500-500 networks as in Kingma et al. 2014) or "conv".
+    classifier_arch: the classifier's own architecture ("mlp" or "conv"); None: `arch`.
+      A conv classifier with MLP encoder and decoder keeps the step cheap (the
+      classifier sees each image once, the decoder K + 1 times).
     z_dim: d_z, size of the equivariant latent z.
     r_dim: d_r, size of the invariant representation r_y = g(y).
     hidden: width of the hidden layers (MLP) or of the dense layers (conv).
@@ -46,6 +49,7 @@ class ModelConfig:
   num_classes: int = 10
   kind: str = "ievae"
   arch: str = "mlp"
+  classifier_arch: Optional[str] = None
   z_dim: int = 8
   r_dim: int = 16
   hidden: int = 500
@@ -67,6 +71,9 @@ class ModelConfig:
       raise ConfigError(f"Unknown model {self.kind!r}; use one of {', '.join(MODELS)}.")
     if self.arch not in ARCHS:
       raise ConfigError(f"Unknown architecture {self.arch!r}; use one of {', '.join(ARCHS)}.")
+    if self.classifier_arch is not None and self.classifier_arch not in ARCHS:
+      raise ConfigError(f"Unknown classifier architecture {self.classifier_arch!r}; use one of "
+                        f"{', '.join(ARCHS)}.")
     if self.routing not in ROUTINGS:
       raise ConfigError(f"Unknown routing {self.routing!r}; use one of {', '.join(ROUTINGS)}.")
     if self.likelihood not in LIKELIHOODS:
@@ -76,7 +83,7 @@ class ModelConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-    if self.arch == "conv" and tuple(self.image_shape[:2]) != (28, 28):
+    if "conv" in (self.arch, self.classifier_arch) and tuple(self.image_shape[:2]) != (28, 28):
       raise ConfigError(
           f"The conv architecture expects 28x28 images, got {self.image_shape}; use --arch=mlp.")
     return self

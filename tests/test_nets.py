@@ -28,3 +28,19 @@ def test_concat_dense_without_second_input_has_no_second_kernel():
   layer = nets.ConcatDense(3)
   variables = layer.init(jax.random.key(0), jnp.ones((2, 4)), None)
   assert set(variables["params"]) == {"from_first", "bias"}
+
+
+def test_classifier_architecture_is_chosen_apart_from_the_rest():
+  from ievae_jax import model
+  from ievae_jax.config import ConfigError, ModelConfig
+  import pytest
+  params = model.init(jax.random.key(0), ModelConfig(hidden=32, classifier_arch="conv"))
+  assert "ConvTrunk_0" in params.nets["classifier"]                  # conv classifier
+  assert "ConvTrunk_0" not in params.nets["equivariant_encoder"]     # MLP encoder
+  assert set(params.nets["decoder"]) == {"decoder_input", "Dense_0", "Dense_1"}  # MLP decoder
+  logits = model.classify(params, jnp.zeros((2, 3, 28, 28, 1)))
+  assert logits.shape == (2, 3, 10)
+  default = model.init(jax.random.key(0), ModelConfig(hidden=32))
+  assert "ConvTrunk_0" not in default.nets["classifier"]
+  with pytest.raises(ConfigError, match="Unknown classifier architecture 'vit'"):
+    ModelConfig(classifier_arch="vit").validate()

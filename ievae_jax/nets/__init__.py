@@ -27,11 +27,13 @@ _encoder_features = {"mlp": lambda: mlp.flatten_image, "conv": conv.ConvTrunk}
 
 
 def build(config: ModelConfig) -> Networks:
-  family = {"mlp": mlp, "conv": conv}[config.arch]
+  families = {"mlp": mlp, "conv": conv}
+  family = families[config.arch]
+  classifier_family = families[config.classifier_arch or config.arch]
   embedding = {"ievae": lambda: InvariantEmbedding(config.hidden, config.r_dim),
                "m2": OneHotEmbedding, "vae": lambda: None}[config.kind]()
   return Networks(
-      classifier=family.Classifier(config.hidden, config.num_classes) if config.has_classes
+      classifier=classifier_family.Classifier(config.hidden, config.num_classes) if config.has_classes
       else None,
       invariant_embedding=embedding,
       equivariant_encoder=EquivariantEncoder(config.hidden, config.z_dim,
