@@ -347,8 +347,11 @@ def _train_group(runs, states, mesh) -> list:
   examples_per_step = config.labelled_batch_size + (
       config.batch_size if len(splits.unlabelled_images) else 0)
   seeds = ", ".join(str(r.config.seed) for r in runs)
+  arch = config.model.arch
+  if config.model.classifier_arch not in (None, arch):
+    arch += f" ({config.model.classifier_arch} classifier)"
   log.info("Training %s %s on %s, seed(s) %s%s: %d labelled, %d unlabelled, %d validation, "
-           "%d test; alpha=%.3g; %d device(s).", config.model.kind, config.model.arch,
+           "%d test; alpha=%.3g; %d device(s).", config.model.kind, arch,
            config.dataset, seeds, " (vmapped in one program)" if vmapped else "",
            len(splits.labelled_images), len(splits.unlabelled_images),
            len(splits.validation_images), len(splits.test_images), alpha, len(mesh.devices.flat))
