@@ -66,8 +66,8 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_integer("r_dim", base["r_dim"], "Size of the invariant representation r_y.")
   flags.DEFINE_integer("hidden", base["hidden"], "Hidden width of the networks.")
   flags.DEFINE_string("arch", base["arch"], "mlp | conv.")
-  flags.DEFINE_string("classifier_arch", base["classifier_arch"], "mlp | conv: the classifier's architecture "
-                      "(default: --arch).")
+  flags.DEFINE_string("classifier_arch", base["classifier_arch"],
+                      "mlp | conv: the classifier's architecture (unset: --arch).")
   flags.DEFINE_string("routing", base["routing"],
                       "conditional: q(z | x, r_y) (default) | strict: q(z | x).")
   flags.DEFINE_integer("validation_size", base["validation_size"],
