@@ -10,7 +10,9 @@ mean, and alpha multiplies the mean labelled cross-entropy. Kingma et al.'s
 alpha = 0.1 N on the objective summed over the data set then reads alpha =
 0.1 N / N_l (N training examples, N_l labelled), 55 for MNIST-100 with a
 5,000-example validation split carved out of the 60,000. `train_lib` computes
-that default; `TrainConfig.alpha` overrides it.
+that default; `TrainConfig.alpha` overrides it. The semi-supervised launcher
+overrides it with alpha = 550, ten times stronger, chosen on the validation split
+(benchmarks/results/ACCURACY.md).
 
 Baselines (`ModelConfig.kind`): M2 runs the same J with its own r_y (the one-hot
 y). The VAE has no class, so its loss is the mean negative ELBO,
