@@ -21,6 +21,7 @@ import statistics
 import sys
 
 from absl import app, flags
+import jax
 
 from experiments import common
 from ievae_jax import checkpointing, config as config_lib, data, train_lib
@@ -28,7 +29,7 @@ from ievae_jax import checkpointing, config as config_lib, data, train_lib
 common.define_flags(common.SEMISUP_DEFAULTS)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every label count.")
 flags.DEFINE_integer("seeds_per_program", 0, "Seeds vmapped into one program (0: all seeds of "
-                     "a label count).")
+                     "a label count, or one at a time on a CPU when a network is convolutional).")
 flags.DEFINE_string("sweep_dir", None, "Where sweep.json and sweep.md go; default "
                     "runs/sweep-<dataset>-<hash of the settings>.")
 FLAGS = flags.FLAGS
@@ -88,6 +89,13 @@ def table(rows: dict) -> str:
   return "\n".join(lines)
 
 
+def _default_seeds_per_program(config, num_seeds: int) -> int:
+  """All seeds in one program, except convolutions on a CPU: vmapped per-seed kernels
+  become grouped convolutions there, slower than the seeds one after another."""
+  has_conv = "conv" in (config.model.arch, config.model.classifier_arch)
+  return 1 if has_conv and jax.default_backend() == "cpu" else num_seeds
+
+
 def run_sweep() -> dict:
   common.initialize_distributed()
   if FLAGS.workdir:
@@ -101,7 +109,7 @@ def run_sweep() -> dict:
   configs = [common.config_from_flags(supervised=False, labels=n) for n in label_counts]
   base = configs[0]
   arrays = data.load(base.dataset, base.data_dir, base.tfds_data_dir)
-  per_program = FLAGS.seeds_per_program or len(seeds)
+  per_program = FLAGS.seeds_per_program or _default_seeds_per_program(base, len(seeds))
   runs_by_labels = {}
   for config in configs:
     workdirs = {s: common.default_workdir("semisup", dataclasses.replace(config, seed=s))

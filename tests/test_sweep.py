@@ -120,3 +120,15 @@ def test_default_workdirs_of_earlier_runs_are_stable():
                   {"model": conv_classifier}):
     assert common.default_workdir("semisup", dataclasses.replace(config, **changed)) != \
         common.default_workdir("semisup", config)
+
+
+def test_seeds_share_a_program_unless_convolutions_run_on_a_cpu():
+  import dataclasses
+  from experiments import sweep
+  from tests.conftest import tiny_model_config
+  mlp = tiny_train_config()
+  conv_classifier = tiny_train_config(
+      model=dataclasses.replace(tiny_model_config(), classifier_arch="conv"))
+  assert sweep._default_seeds_per_program(mlp, 3) == 3
+  assert sweep._default_seeds_per_program(conv_classifier, 3) == (
+      1 if jax.default_backend() == "cpu" else 3)
