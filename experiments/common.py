@@ -173,6 +173,14 @@ def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:
                       f"{digest}")
 
 
+def default_seeds_per_program(config: config_lib.TrainConfig, num_seeds: int) -> int:
+  """All seeds in one program, except convolutions on a CPU: vmapped per-seed kernels
+  become grouped convolutions there, slower than the seeds one after another."""
+  import jax  # pylint: disable=g-import-not-at-top
+  has_conv = "conv" in (config.model.arch, config.model.classifier_arch)
+  return 1 if has_conv and jax.default_backend() == "cpu" else num_seeds
+
+
 def check_workdir_writable(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)

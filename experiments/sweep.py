@@ -21,7 +21,6 @@ import statistics
 import sys
 
 from absl import app, flags
-import jax
 
 from experiments import common
 from ievae_jax import checkpointing, config as config_lib, data, train_lib
@@ -89,13 +88,6 @@ def table(rows: dict) -> str:
   return "\n".join(lines)
 
 
-def _default_seeds_per_program(config, num_seeds: int) -> int:
-  """All seeds in one program, except convolutions on a CPU: vmapped per-seed kernels
-  become grouped convolutions there, slower than the seeds one after another."""
-  has_conv = "conv" in (config.model.arch, config.model.classifier_arch)
-  return 1 if has_conv and jax.default_backend() == "cpu" else num_seeds
-
-
 def run_sweep() -> dict:
   common.initialize_distributed()
   if FLAGS.workdir:
@@ -109,7 +101,7 @@ def run_sweep() -> dict:
   configs = [common.config_from_flags(supervised=False, labels=n) for n in label_counts]
   base = configs[0]
   arrays = data.load(base.dataset, base.data_dir, base.tfds_data_dir)
-  per_program = FLAGS.seeds_per_program or _default_seeds_per_program(base, len(seeds))
+  per_program = FLAGS.seeds_per_program or common.default_seeds_per_program(base, len(seeds))
   runs_by_labels = {}
   for config in configs:
     workdirs = {s: common.default_workdir("semisup", dataclasses.replace(config, seed=s))

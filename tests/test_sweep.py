@@ -12,9 +12,11 @@ import numpy as np
 from ievae_jax import checkpointing, data, train_lib
 from tests.conftest import REPO, tiny_train_config
 
+# MLP classifier: these tests are about seeds sharing a program, which the sweep
+# does not do with convolutions on a CPU (the launchers' default classifier is conv).
 TINY = ["--num_steps=4", "--batch_size=10", "--labelled_batch_size=10", "--hidden=32",
         "--z_dim=3", "--r_dim=4", "--validation_size=100", "--log_every=2", "--eval_every=2",
-        "--checkpoint_every=2"]
+        "--checkpoint_every=2", "--classifier_arch=mlp"]
 
 
 def _losses(workdir):
@@ -124,11 +126,11 @@ def test_default_workdirs_of_earlier_runs_are_stable():
 
 def test_seeds_share_a_program_unless_convolutions_run_on_a_cpu():
   import dataclasses
-  from experiments import sweep
+  from experiments import common
   from tests.conftest import tiny_model_config
   mlp = tiny_train_config()
   conv_classifier = tiny_train_config(
       model=dataclasses.replace(tiny_model_config(), classifier_arch="conv"))
-  assert sweep._default_seeds_per_program(mlp, 3) == 3
-  assert sweep._default_seeds_per_program(conv_classifier, 3) == (
+  assert common.default_seeds_per_program(mlp, 3) == 3
+  assert common.default_seeds_per_program(conv_classifier, 3) == (
       1 if jax.default_backend() == "cpu" else 3)
