@@ -111,7 +111,8 @@ class TrainConfig:
       practical reading of Kingma et al. 2014's alpha = 0.1 N when each term is a
       batch mean (N training examples, N_l labelled ones). See objective.py.
     kl_weight: weight of KL(q(z | .) || p(z)) in the bound (1: the paper's ELBO; above
-      1 class information costs more in z than in r_y). See objective.loss.
+      1 class information costs more in z than in r_y). IE-VAE and M2 only; the VAE
+      baseline keeps its plain ELBO. See objective.loss.
     augment_shift: extension beyond the paper, 0 (default) to turn off: every
       training image (labelled and unlabelled) is translated by a random integer
       offset of at most this many pixels per axis each step (augmentation.py).
