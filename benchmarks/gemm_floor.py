@@ -15,7 +15,6 @@ own products. Timed in alternating windows in one run, beside the full steps of
 """
 
 import importlib.util
-import json
 import os
 import statistics
 import time
@@ -31,18 +30,17 @@ flags.DEFINE_string("gemm_output", None,
                     "JSON path; default benchmarks/results/gemm_floor_<platform>.json.")
 
 
-def step_gemms(kind: str, batch: int = 100, num_classes: int = 10, pixels: int = 784,
-               hidden: int = 500, z_dim: int = 8, r_dim: int = 16):
+def step_gemms(batch: int = 100, num_classes: int = 10, pixels: int = 784, hidden: int = 500,
+               z_dim: int = 8):
   """(M, K, N) of every product A (M, K) @ B (K, N) in one training step.
 
   Forward rows: the classifier sees 2 * batch images; the encoder's image part runs once
   per image, its hidden layers and the decoder once per labelled image and once per
-  (unlabelled image, class). The class parts (K rows) are left out: they are tiny.
+  (unlabelled image, class). The class parts (K rows, from r_y of any size) are left
+  out: they are tiny, so the list is the same for the IE-VAE and M2 but for d_z.
   Backward: each dense layer y = x W costs dW = x^T dy, and dx = dy W^T unless x is the
   data (the first layers on images).
   """
-  if kind == "m2":
-    r_dim = num_classes
   images = 2 * batch
   hypotheses = batch + batch * num_classes
   layers = [  # (rows, in, out, input is data)
@@ -53,7 +51,6 @@ def step_gemms(kind: str, batch: int = 100, num_classes: int = 10, pixels: int =
       (hypotheses, z_dim, hidden, False),                              # decoder, z part
       (hypotheses, hidden, hidden, False), (hypotheses, hidden, pixels, False),
   ]
-  del r_dim
   gemms = []
   for rows, n_in, n_out, is_data in layers:
     gemms.append((rows, n_in, n_out))         # y = x W
@@ -113,7 +110,7 @@ def main(argv):
   results = {"platform": platform, "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
              "steps_per_window": FLAGS.steps_per_window, "windows": FLAGS.windows}
   for kind in FLAGS.models:
-    gemms = step_gemms(kind, batch=throughput.BATCH, z_dim=50 if kind == "m2" else 8)
+    gemms = step_gemms(batch=throughput.BATCH, z_dim=50 if kind == "m2" else 8)
     step_window, info = throughput.jax_step(kind)
     seconds_per_step = lambda w: (lambda: 2 * throughput.BATCH / w())
     contenders = {"jax_floor": jax_floor(gemms), "jax_step": seconds_per_step(step_window)}
@@ -145,11 +142,8 @@ def main(argv):
       print(f"  products alone: XLA {row['jax_floor_flops_per_s'] / 1e9:.0f} GFLOP/s, PyTorch "
             f"{row['torch_floor_flops_per_s'] / 1e9:.0f} GFLOP/s; step / its products: ours "
             f"{row['jax_step_over_floor']:.2f}, PyTorch {row['torch_step_over_floor']:.2f}")
-  output = FLAGS.gemm_output or f"benchmarks/results/gemm_floor_{platform}.json"
-  os.makedirs(os.path.dirname(output), exist_ok=True)
-  with open(output, "w") as f:
-    json.dump(results, f, indent=1)
-  print(f"written to {output}")
+  throughput.write_results(
+      results, FLAGS.gemm_output or f"benchmarks/results/gemm_floor_{platform}.json")
 
 
 if __name__ == "__main__":

@@ -252,7 +252,10 @@ def main(argv):
       print(f"{name}: 5% after {row['seconds_to_5%']} s, 3.33% after {row['seconds_to_3.33%']} s "
             f"(best validation error {row['best_validation_error']:.2%}, final test error "
             f"{row['final_test_error']:.2%} after {row['steps']} steps, {row['wall_seconds']:.0f} s)")
-  output = FLAGS.output or f"benchmarks/results/throughput_{platform}.json"
+  write_results(results, FLAGS.output or f"benchmarks/results/throughput_{platform}.json")
+
+
+def write_results(results: dict, output: str) -> None:
   os.makedirs(os.path.dirname(output), exist_ok=True)
   with open(output, "w") as f:
     json.dump(results, f, indent=1)

@@ -41,7 +41,7 @@ def pixel_log_prob(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   evaluates two softplus terms per pixel; the training step calls this one on
   B x K decoded images per step. The pixels are flattened first: on XLA's CPU
   backend the same sum over (H, W, C) with C = 1 made the whole training step
-  about 1.3x slower (benchmarks/README.md). logits, x (..., H, W, C) -> (...).
+  about 1.3x slower (README, "Speed"). logits, x (..., H, W, C) -> (...).
   """
   flat = lambda a: a.reshape(a.shape[:-3] + (-1,))
   logits, x = flat(logits), flat(x)

@@ -46,7 +46,8 @@ def test_zero_shift_is_the_identity():
 def test_training_step_with_and_without_augmentation(small_mnist_dir):
   from ievae_jax import data
   arrays = data.load("mnist", small_mnist_dir)
-  labelled = {"image": arrays["train_images"][:10], "label": arrays["train_labels"][:10].astype(np.int32)}
+  labelled = {"image": arrays["train_images"][:10],
+              "label": arrays["train_labels"][:10].astype(np.int32)}
   unlabelled = {"image": arrays["train_images"][10:20]}
   losses = {}
   for shift in (0, 2):
