@@ -63,6 +63,9 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_integer("augment_shift", base["augment_shift"], "Extension beyond the paper: "
                        "random translation of every training image by up to this many pixels "
                        "per axis; 0 (default) turns it off.")
+  flags.DEFINE_bool("binarise", base["binarise"], "Draw binary pixels from the grey levels "
+                    "each step (dynamic binarisation); --nobinarise uses the grey levels "
+                    "themselves as Bernoulli targets.")
   flags.DEFINE_string("model", base["kind"], "ievae (default) | m2 (Kingma et al. 2014's M2, "
                       "one-hot y) | vae (one latent, no class; unsupervised).")
   flags.DEFINE_integer("z_dim", None, "Size of the equivariant latent z; default "
@@ -148,6 +151,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       labelled_batch_size=FLAGS.batch_size if supervised else FLAGS.labelled_batch_size,
       learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule, alpha=FLAGS.alpha,
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
+      binarise=FLAGS.binarise,
       log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
       checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints)
   return config.validate()
@@ -155,7 +159,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
-_DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0}
+_DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0, "binarise": True}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None}
 
 

@@ -116,6 +116,10 @@ class TrainConfig:
     augment_shift: extension beyond the paper, 0 (default) to turn off: every
       training image (labelled and unlabelled) is translated by a random integer
       offset of at most this many pixels per axis each step (augmentation.py).
+    binarise: True (default): dynamic binarisation, each step every pixel is drawn
+      from Bernoulli(intensity), so x is binary as the Bernoulli likelihood assumes.
+      False: the grey intensities in [0, 1] themselves are the Bernoulli targets
+      (the cross-entropy reading common in VAE code) and the classifier sees them.
     log_every, eval_every, checkpoint_every: rhythm, in steps, of progress logs,
       validation error and checkpoints.
     keep_checkpoints: how many of the latest checkpoints to keep.
@@ -135,6 +139,7 @@ class TrainConfig:
   alpha: Optional[float] = None
   kl_weight: float = 1.0
   augment_shift: int = 0
+  binarise: bool = True
   log_every: int = 500
   eval_every: int = 2000
   checkpoint_every: int = 2000

@@ -107,9 +107,14 @@ def default_alpha(num_train: int, num_labelled: int) -> float:
   return 0.1 * num_train / num_labelled
 
 
-def _binarise(key: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
-  """Dynamic binarisation: pixel ~ Bernoulli(intensity). uint8 (B, H, W, C) -> float32."""
-  return jax.random.bernoulli(key, images.astype(jnp.float32) / 255.0).astype(jnp.float32)
+def pixel_targets(key: jax.Array, images: jnp.ndarray, binarise: bool = True) -> jnp.ndarray:
+  """The training step's x: uint8 (B, H, W, C) -> float32 in [0, 1].
+
+  binarise: dynamic binarisation, pixel ~ Bernoulli(intensity), drawn anew each
+  step; otherwise the grey intensities (TrainConfig.binarise).
+  """
+  grey = images.astype(jnp.float32) / 255.0
+  return jax.random.bernoulli(key, grey).astype(jnp.float32) if binarise else grey
 
 
 def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False):
@@ -129,11 +134,12 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
     key_l, key_u, key_z = jax.random.split(step_key, 3)
     # Separate stream, so that runs without augmentation draw what they always drew.
     key_shift_l, key_shift_u = jax.random.split(jax.random.fold_in(step_key, 1))
-    shift = lambda key, x: augmentation.random_shift(key, x, config.augment_shift)
-    labelled = {"image": shift(key_shift_l, _binarise(key_l, labelled["image"])),
+    prepare = lambda key, key_shift, images: augmentation.random_shift(
+        key_shift, pixel_targets(key, images, config.binarise), config.augment_shift)
+    labelled = {"image": prepare(key_l, key_shift_l, labelled["image"]),
                 "label": labelled["label"]}
     if unlabelled is not None:
-      unlabelled = {"image": shift(key_shift_u, _binarise(key_u, unlabelled["image"]))}
+      unlabelled = {"image": prepare(key_u, key_shift_u, unlabelled["image"])}
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
                                      config.kl_weight)

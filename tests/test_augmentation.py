@@ -67,3 +67,16 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
 def test_bad_settings_are_refused(setting, message):
   with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
     tiny_train_config(**setting).validate()
+
+
+def test_pixel_targets_binary_draws_and_grey_levels():
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(400, 6, 6, 1)), jnp.uint8)
+  grey = np.asarray(images, np.float32) / 255.0
+  np.testing.assert_allclose(train_lib.pixel_targets(jax.random.key(0), images, binarise=False),
+                             grey, rtol=0, atol=1e-7)
+  binary = np.asarray(train_lib.pixel_targets(jax.random.key(0), images, binarise=True))
+  assert set(np.unique(binary)) <= {0.0, 1.0}
+  assert not binary[grey == 0].any() and binary[grey == 1].all()
+  # Each pixel is Bernoulli(intensity): over 14,400 draws the mean matches to ~3 sigma.
+  assert abs(binary.mean() - grey.mean()) < 3 * 0.5 / np.sqrt(binary.size)
+  assert np.corrcoef(binary.ravel(), grey.ravel())[0, 1] > 0.5
