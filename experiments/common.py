@@ -56,8 +56,10 @@ def define_flags(defaults: dict) -> None:
                        "Labelled examples per step (semi-supervised runs).")
   flags.DEFINE_float("learning_rate", base["learning_rate"], "Adam learning rate.")
   flags.DEFINE_string("lr_schedule", base["lr_schedule"], "constant | cosine.")
-  flags.DEFINE_float("alpha", base["alpha"], "Weight of the mean labelled cross-entropy "
-                     "(unset: 0.1 * N / N_l, Kingma et al.'s alpha on batch means).")
+  flags.DEFINE_string("alpha", None if base["alpha"] is None else str(base["alpha"]),
+                      "Weight of the mean labelled cross-entropy: a number, or 'kingma' "
+                      "(also when unset) for 0.1 * N / N_l, Kingma et al.'s alpha on batch "
+                      "means.")
   flags.DEFINE_float("kl_weight", base["kl_weight"], "Weight of KL(q(z|.) || p(z)) in the "
                      "bound; 1 is the paper's ELBO.")
   flags.DEFINE_integer("augment_shift", base["augment_shift"], "Extension beyond the paper: "
@@ -124,6 +126,17 @@ def _labels_from_flag(value: str):
     ) from None
 
 
+def _alpha_from_flag(value):
+  if value is None or value.strip().lower() == "kingma":
+    return None
+  try:
+    return float(value)
+  except ValueError:
+    raise config_lib.ConfigError(
+        f"--alpha={value!r} is not a number; give a weight such as 550, or 'kingma' for "
+        f"0.1 * N / N_l.") from None
+
+
 def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
   """The run's TrainConfig, validated. Raises ConfigError naming a bad flag.
 
@@ -149,7 +162,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       validation_size=FLAGS.validation_size, seed=FLAGS.seed, num_steps=FLAGS.num_steps,
       batch_size=FLAGS.batch_size,
       labelled_batch_size=FLAGS.batch_size if supervised else FLAGS.labelled_batch_size,
-      learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule, alpha=FLAGS.alpha,
+      learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
+      alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
       binarise=FLAGS.binarise,
       log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,

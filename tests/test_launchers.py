@@ -83,6 +83,8 @@ BAD_INPUT = {
     "labels_zero": (["--labels=0"], None, "--labels=0 is not a positive multiple"),
     "labels_too_many": (["--labels=1000"], None, "--labels=1000 exceeds the 500 training examples"),
     "labels_text": (["--labels=lots"], None, "is not a number"),
+    "alpha_text": (["--alpha=strong"], None, "--alpha='strong' is not a number"),
+    "alpha_negative": (["--alpha=-1"], None, "--alpha must be >= 0, got -1.0"),
     "batch_size": (["--batch_size=0"], None, "--batch_size must be a positive integer, got 0"),
     "num_steps": (["--num_steps=-5"], None, "--num_steps must be a positive integer, got -5"),
     "z_dim": (["--z_dim=0"], None, "z_dim must be a positive integer, got 0"),
@@ -151,3 +153,13 @@ def test_batch_not_divisible_by_devices_exits_before_compiling(tmp_path, small_m
       run.stderr
   assert "Traceback" not in run.stderr
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+@pytest.mark.parametrize("argv, alpha", [([], 550.0), (["--alpha=60"], 60.0),
+                                         (["--alpha=kingma"], None)])
+def test_alpha_flag_takes_a_number_or_kingma(semisup_main, argv, alpha):
+  from absl import flags
+  from experiments import common
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["mnist_semisup", *argv])
+  assert common.config_from_flags(supervised=False).alpha == alpha
