@@ -20,6 +20,8 @@ from concurrent import futures
 
 from absl import app, flags
 
+from experiments import common
+
 flags.DEFINE_integer("labels", 100, "Labelled examples.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 flags.DEFINE_string("data_dir", None, "IDX directory passed to the launchers.")
@@ -32,11 +34,9 @@ FLAGS = flags.FLAGS
 
 
 def _launch(module, workdir, args):
-  if os.path.exists(os.path.join(workdir, "results.json")):
-    with open(os.path.join(workdir, "results.json")) as f:
-      results = json.load(f)
-    if results["steps"] >= results["flags"]["num_steps"]:
-      return results
+  results = common.finished_results(workdir)
+  if results is not None:
+    return results
   os.makedirs(workdir, exist_ok=True)
   command = [sys.executable, "-m", module, f"--workdir={workdir}", *args]
   with open(workdir + ".log", "a") as log:

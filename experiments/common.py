@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from typing import Optional
 
 from absl import flags
 
@@ -179,6 +180,18 @@ _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None}
 
 def _omit_neutral(settings: dict, neutral: dict) -> dict:
   return {k: v for k, v in settings.items() if not (k in neutral and v == neutral[k])}
+
+
+def finished_results(workdir: str, num_steps: Optional[int] = None) -> Optional[dict]:
+  """The results.json of a run in workdir that trained num_steps steps (None: as many
+  as the run itself was set to), or None if there is none or it stopped short."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    results = json.load(f)
+  target = results["flags"]["num_steps"] if num_steps is None else num_steps
+  return results if results.get("steps", 0) >= target else None
 
 
 def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:

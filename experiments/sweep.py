@@ -52,16 +52,6 @@ def _parse(values, name):
   return out
 
 
-def finished(workdir: str, num_steps: int):
-  """The results of a finished run in workdir, or None."""
-  path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    results = json.load(f)
-  return results if results.get("steps", 0) >= num_steps else None
-
-
 def summarise(runs_by_labels: dict) -> dict:
   rows = {}
   for labels, runs in runs_by_labels.items():
@@ -108,7 +98,7 @@ def run_sweep() -> dict:
                 for s in seeds}
     done = {}
     for s, workdir in workdirs.items():
-      results = finished(workdir, config.num_steps)
+      results = common.finished_results(workdir, config.num_steps)
       if results is not None:
         log.info("labels %d, seed %d: finished in %s; skipped.", config.labels, s, workdir)
         done[s] = results

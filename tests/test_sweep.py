@@ -134,3 +134,16 @@ def test_seeds_share_a_program_unless_convolutions_run_on_a_cpu():
   assert common.default_seeds_per_program(mlp, 3) == 3
   assert common.default_seeds_per_program(conv_classifier, 3) == (
       1 if jax.default_backend() == "cpu" else 3)
+
+
+def test_finished_results_needs_every_step(tmp_path):
+  import json
+  from experiments import common
+  assert common.finished_results(str(tmp_path)) is None
+  results = {"steps": 400, "flags": {"num_steps": 500}, "test_error": 0.1}
+  (tmp_path / "results.json").write_text(json.dumps(results))
+  assert common.finished_results(str(tmp_path)) is None          # stopped short
+  assert common.finished_results(str(tmp_path), num_steps=400) == results
+  results["steps"] = 500
+  (tmp_path / "results.json").write_text(json.dumps(results))
+  assert common.finished_results(str(tmp_path)) == results
