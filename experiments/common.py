@@ -66,6 +66,11 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_integer("augment_shift", base["augment_shift"], "Extension beyond the paper: "
                        "random translation of every training image by up to this many pixels "
                        "per axis; 0 (default) turns it off.")
+  flags.DEFINE_float("entropy_weight", base["entropy_weight"], "Weight of H(q(y|x)) in the "
+                     "unlabelled bound at step 0, annealed linearly to 1 (the paper's bound) "
+                     "over --entropy_anneal_steps; above 1 softens early self-labelling.")
+  flags.DEFINE_integer("entropy_anneal_steps", base["entropy_anneal_steps"],
+                       "Steps over which --entropy_weight decays to 1 (0: held all run).")
   flags.DEFINE_bool("binarise", base["binarise"], "Draw binary pixels from the grey levels "
                     "each step (dynamic binarisation); --nobinarise uses the grey levels "
                     "themselves as Bernoulli targets.")
@@ -166,7 +171,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
       alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
-      binarise=FLAGS.binarise,
+      binarise=FLAGS.binarise, entropy_weight=FLAGS.entropy_weight,
+      entropy_anneal_steps=FLAGS.entropy_anneal_steps,
       log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
       checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints)
   return config.validate()
@@ -174,7 +180,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
-_DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0, "binarise": True}
+_DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0, "binarise": True,
+                    "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None}
 
 

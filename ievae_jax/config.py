@@ -116,6 +116,10 @@ class TrainConfig:
     augment_shift: extension beyond the paper, 0 (default) to turn off: every
       training image (labelled and unlabelled) is translated by a random integer
       offset of at most this many pixels per axis each step (augmentation.py).
+    entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,
+      decaying linearly to 1 (the paper's bound) over entropy_anneal_steps steps (0:
+      held for the whole run). Above 1 it softens early self-labelling: q(y | x)'s
+      optimum becomes softmax(L(x, .) / weight). Default 1: the paper's bound.
     binarise: True (default): dynamic binarisation, each step every pixel is drawn
       from Bernoulli(intensity), so x is binary as the Bernoulli likelihood assumes.
       False: the grey intensities in [0, 1] themselves are the Bernoulli targets
@@ -140,6 +144,8 @@ class TrainConfig:
   kl_weight: float = 1.0
   augment_shift: int = 0
   binarise: bool = True
+  entropy_weight: float = 1.0
+  entropy_anneal_steps: int = 0
   log_every: int = 500
   eval_every: int = 2000
   checkpoint_every: int = 2000
@@ -165,6 +171,11 @@ class TrainConfig:
       raise ConfigError(f"--alpha must be >= 0, got {self.alpha}.")
     if not self.kl_weight > 0:
       raise ConfigError(f"--kl_weight must be positive, got {self.kl_weight}.")
+    if not self.entropy_weight > 0:
+      raise ConfigError(f"--entropy_weight must be positive, got {self.entropy_weight}.")
+    if not isinstance(self.entropy_anneal_steps, int) or self.entropy_anneal_steps < 0:
+      raise ConfigError(f"--entropy_anneal_steps must be an integer >= 0, got "
+                        f"{self.entropy_anneal_steps!r}.")
     if not isinstance(self.augment_shift, int) or not 0 <= self.augment_shift < min(
         self.model.image_shape[:2]):
       raise ConfigError(f"--augment_shift must be an integer in [0, image size), got "

@@ -110,7 +110,7 @@ def _vae_loss(params: Params, labelled, unlabelled, key: jax.Array):
 
 def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float,
-         kl_weight: float = 1.0):
+         kl_weight: float = 1.0, entropy_weight=1.0):
   """J, the training loss to minimise, and its terms.
 
   Args:
@@ -121,6 +121,10 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     kl_weight: weight of KL(q(z | .) || p(z)) in L and U; 1 is the paper's bound.
       Above 1 it makes class information dearer in z than in r_y (a beta-VAE
       weighting, `TrainConfig.kl_weight`).
+    entropy_weight: weight of H(q(y|x)) in U; 1 is the paper's bound. Above 1,
+      q(y|x)'s optimum on an unlabelled x is softmax(L(x, .) / entropy_weight), a
+      softer self-labelling (`TrainConfig.entropy_weight`, annealed to 1 by
+      train_lib). A scalar, traced or not. "unlabelled_bound" is always U itself.
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
@@ -145,7 +149,8 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     x_u = unlabelled["image"]
     eps_u = jax.random.normal(key_unlabelled, latent_noise_shape(config, x_u.shape[0], False))
     u_terms = unlabelled_bound(params, x_u, eps_u, kl_weight)
-    total = total - jnp.mean(u_terms["bound"])
+    weighted = u_terms["bound"] + (entropy_weight - 1.0) * u_terms["entropy"]
+    total = total - jnp.mean(weighted)
     metrics["unlabelled_bound"] = jnp.mean(u_terms["bound"])
     metrics["unlabelled_entropy"] = jnp.mean(u_terms["entropy"])
   metrics["loss"] = total

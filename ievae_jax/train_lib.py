@@ -117,6 +117,15 @@ def pixel_targets(key: jax.Array, images: jnp.ndarray, binarise: bool = True) ->
   return jax.random.bernoulli(key, grey).astype(jnp.float32) if binarise else grey
 
 
+def entropy_weight(config: TrainConfig, step: jnp.ndarray) -> jnp.ndarray:
+  """Weight of H(q(y|x)) in U at `step`: config.entropy_weight, decaying linearly to 1
+  (the paper's bound) over the first config.entropy_anneal_steps steps (0: constant)."""
+  if config.entropy_anneal_steps == 0:
+    return jnp.asarray(config.entropy_weight, jnp.float32)
+  remaining = jnp.clip(1.0 - step / config.entropy_anneal_steps, 0.0, 1.0)
+  return 1.0 + (config.entropy_weight - 1.0) * remaining
+
+
 def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False):
   """train_step(state, labelled, unlabelled) -> (state, metrics), jit-compiled, donating state.
 
@@ -142,7 +151,7 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
       unlabelled = {"image": prepare(key_u, key_shift_u, unlabelled["image"])}
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
-                                     config.kl_weight)
+                                     config.kl_weight, entropy_weight(config, state.step))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)

@@ -63,6 +63,8 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"augment_shift": -1}, "--augment_shift must be an integer in [0, image size)"),
     ({"augment_shift": 28}, "--augment_shift must be an integer in [0, image size)"),
     ({"kl_weight": 0.0}, "--kl_weight must be positive"),
+    ({"entropy_weight": 0.0}, "--entropy_weight must be positive"),
+    ({"entropy_anneal_steps": -1}, "--entropy_anneal_steps must be an integer >= 0"),
 ])
 def test_bad_settings_are_refused(setting, message):
   with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):

@@ -190,3 +190,21 @@ def test_kl_weight_scales_only_the_kl_in_both_bounds(routing):
   assert float(total_3) > float(total_1)   # KL > 0, so weighting it up raises the loss
   np.testing.assert_allclose(total_3, -metrics_3["labelled_elbo"] - metrics_3["unlabelled_bound"],
                              rtol=1e-6)
+
+
+def test_entropy_weight_adds_only_weighted_entropy_of_q_y():
+  params = _params()
+  x = _binary_images(8)
+  labelled = {"image": x[:4], "label": jnp.array([0, 2, 4, 6])}
+  unlabelled = {"image": x[4:]}
+  key = jax.random.key(9)
+  plain, metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
+  soft, soft_metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0,
+                                      entropy_weight=4.0)
+  # The entropy of q(y|x), from the classifier's logits in float64 numpy.
+  logits = np.asarray(model.classify(params, x[4:]), np.float64)
+  log_q = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+  entropy = -np.sum(np.exp(log_q) * log_q, axis=-1)
+  np.testing.assert_allclose(float(plain) - float(soft), 3.0 * entropy.mean(), rtol=1e-4)
+  # The logged bound stays U itself.
+  np.testing.assert_allclose(soft_metrics["unlabelled_bound"], metrics["unlabelled_bound"])

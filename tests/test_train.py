@@ -109,3 +109,12 @@ def test_batch_size_must_divide_by_device_count(tmp_path, small_arrays, monkeypa
 def test_default_alpha_convention():
   assert train_lib.default_alpha(55000, 100) == pytest.approx(55.0)
   assert train_lib.default_alpha(55000, 55000) == pytest.approx(0.1)
+
+
+def test_entropy_weight_decays_linearly_to_one():
+  annealed = tiny_train_config(entropy_weight=10.0, entropy_anneal_steps=100)
+  got = [float(train_lib.entropy_weight(annealed, jnp.asarray(s))) for s in (0, 50, 100, 400)]
+  np.testing.assert_allclose(got, [10.0, 5.5, 1.0, 1.0], rtol=1e-6)
+  held = tiny_train_config(entropy_weight=3.0)
+  assert float(train_lib.entropy_weight(held, jnp.asarray(1000))) == 3.0
+  assert float(train_lib.entropy_weight(tiny_train_config(), jnp.asarray(0))) == 1.0
