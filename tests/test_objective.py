@@ -95,11 +95,15 @@ def test_unlabelled_bound_is_the_explicit_sum_over_classes(routing):
   np.testing.assert_allclose(got["bound"], expected, rtol=1e-5)
 
 
+def _labelled_and_unlabelled(labels):
+  """Four labelled images with these labels, then four unlabelled ones."""
+  x = _binary_images(8)
+  return {"image": x[:4], "label": jnp.array(labels)}, {"image": x[4:]}
+
+
 def test_alpha_weights_the_mean_labelled_cross_entropy():
   params = _params()
-  x = _binary_images(8)
-  labelled = {"image": x[:4], "label": jnp.array([1, 3, 5, 7])}
-  unlabelled = {"image": x[4:]}
+  labelled, unlabelled = _labelled_and_unlabelled([1, 3, 5, 7])
   key = jax.random.key(7)
   base, _ = objective.loss(params, labelled, unlabelled, key, alpha=0.0)
   weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=37.5)
@@ -194,15 +198,13 @@ def test_kl_weight_scales_only_the_kl_in_both_bounds(routing):
 
 def test_entropy_weight_adds_only_weighted_entropy_of_q_y():
   params = _params()
-  x = _binary_images(8)
-  labelled = {"image": x[:4], "label": jnp.array([0, 2, 4, 6])}
-  unlabelled = {"image": x[4:]}
+  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
   key = jax.random.key(9)
   plain, metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
   soft, soft_metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0,
                                       entropy_weight=4.0)
   # The entropy of q(y|x), from the classifier's logits in float64 numpy.
-  logits = np.asarray(model.classify(params, x[4:]), np.float64)
+  logits = np.asarray(model.classify(params, unlabelled["image"]), np.float64)
   log_q = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
   entropy = -np.sum(np.exp(log_q) * log_q, axis=-1)
   np.testing.assert_allclose(float(plain) - float(soft), 3.0 * entropy.mean(), rtol=1e-4)
