@@ -14,6 +14,7 @@ import sys
 from typing import Optional
 
 from absl import flags
+import jax
 
 import ievae_jax
 from ievae_jax import config as config_lib
@@ -116,7 +117,6 @@ def initialize_distributed() -> None:
     raise config_lib.ConfigError(
         f"--coordinator_address={address} needs --num_processes and a --process_id in "
         f"[0, num_processes), got {num_processes} and {process_id}.")
-  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(address, num_processes, process_id)
 
@@ -214,7 +214,6 @@ def default_workdir(launcher: str, config: config_lib.TrainConfig) -> str:
 def default_seeds_per_program(config: config_lib.TrainConfig, num_seeds: int) -> int:
   """All seeds in one program, except convolutions on a CPU: vmapped per-seed kernels
   become grouped convolutions there, slower than the seeds one after another."""
-  import jax  # pylint: disable=g-import-not-at-top
   has_conv = "conv" in (config.model.arch, config.model.classifier_arch)
   return 1 if has_conv and jax.default_backend() == "cpu" else num_seeds
 

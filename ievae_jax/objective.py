@@ -110,7 +110,7 @@ def _vae_loss(params: Params, labelled, unlabelled, key: jax.Array):
 
 def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float,
-         kl_weight: float = 1.0, entropy_weight=1.0):
+         kl_weight: float = 1.0, entropy_weight: float = 1.0):
   """J, the training loss to minimise, and its terms.
 
   Args:
