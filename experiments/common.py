@@ -84,6 +84,8 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_string("arch", base["arch"], "mlp | conv.")
   flags.DEFINE_string("classifier_arch", base["classifier_arch"],
                       "mlp | conv: the classifier's architecture (unset: --arch).")
+  flags.DEFINE_float("classifier_dropout", base["classifier_dropout"],
+                     "Dropout rate on the classifier's hidden features in training (0: none).")
   flags.DEFINE_string("routing", base["routing"],
                       "conditional: q(z | x, r_y) (default) | strict: q(z | x).")
   flags.DEFINE_integer("validation_size", base["validation_size"],
@@ -158,7 +160,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
   model = config_lib.ModelConfig(
       num_classes=data.NUM_CLASSES[FLAGS.dataset], kind=FLAGS.model, arch=FLAGS.arch,
       classifier_arch=FLAGS.classifier_arch, z_dim=z_dim,
-      r_dim=FLAGS.r_dim, hidden=FLAGS.hidden, routing=FLAGS.routing)
+      r_dim=FLAGS.r_dim, hidden=FLAGS.hidden, routing=FLAGS.routing,
+      classifier_dropout=FLAGS.classifier_dropout)
   if labels is None:
     labels = None if supervised else _labels_from_flag(FLAGS.labels)
   config = config_lib.TrainConfig(
@@ -182,7 +185,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0, "binarise": True,
                     "entropy_weight": 1.0, "entropy_anneal_steps": 0}
-_MODEL_DIGEST_OMITS_AT = {"classifier_arch": None}
+_MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0}
 
 
 def _omit_neutral(settings: dict, neutral: dict) -> dict:

@@ -44,6 +44,9 @@ class ModelConfig:
     hidden: width of the hidden layers (MLP) or of the dense layers (conv).
     routing: "conditional" for q(z | x, r_y) or "strict" for q(z | x).
     likelihood: pixel likelihood p(x | r_y, z); only "bernoulli" for now.
+    classifier_dropout: dropout rate on the classifier's hidden features during
+      training (0: none, the default). A property of the network q(y | x), not of
+      the objective; evaluation and the public API never drop.
   """
   image_shape: Tuple[int, int, int] = (28, 28, 1)
   num_classes: int = 10
@@ -55,6 +58,7 @@ class ModelConfig:
   hidden: int = 500
   routing: str = "conditional"
   likelihood: str = "bernoulli"
+  classifier_dropout: float = 0.0
 
   @property
   def has_classes(self) -> bool:
@@ -83,6 +87,10 @@ class ModelConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    if not (isinstance(self.classifier_dropout, (int, float))
+            and 0 <= self.classifier_dropout < 1):
+      raise ConfigError(f"--classifier_dropout must be a rate in [0, 1), got "
+                        f"{self.classifier_dropout!r}; 0 turns it off.")
     if "conv" in (self.arch, self.classifier_arch) and tuple(self.image_shape[:2]) != (28, 28):
       raise ConfigError(
           f"The conv architecture expects 28x28 images, got {self.image_shape}; use --arch=mlp.")

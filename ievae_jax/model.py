@@ -58,9 +58,9 @@ def init(key: jax.Array, config: ModelConfig) -> Params:
   return Params(config=config, nets=weights)
 
 
-def _apply(params: Params, name: str, *args):
+def _apply(params: Params, name: str, *args, **kwargs):
   module = getattr(nets.build(params.config), name)
-  return module.apply({"params": params.nets[name]}, *args)
+  return module.apply({"params": params.nets[name]}, *args, **kwargs)
 
 
 def _require_classes(params: Params, what: str) -> None:
@@ -69,10 +69,18 @@ def _require_classes(params: Params, what: str) -> None:
                      f"which has only z: fit a probe on encode_equivariant(...).mean() instead.")
 
 
-def classify(params: Params, x: jnp.ndarray) -> jnp.ndarray:
-  """Logits of q(y | x). x (..., H, W, C) -> (..., K)."""
+def classify(params: Params, x: jnp.ndarray,
+             dropout_key: Optional[jax.Array] = None) -> jnp.ndarray:
+  """Logits of q(y | x). x (..., H, W, C) -> (..., K).
+
+  dropout_key: training only. With a key and `ModelConfig.classifier_dropout` > 0
+  the classifier drops hidden units; without one (the default, and always in the
+  public API) it is deterministic.
+  """
   _require_classes(params, "classify")
-  return _apply(params, "classifier", x)
+  if dropout_key is None or not params.config.classifier_dropout:
+    return _apply(params, "classifier", x)
+  return _apply(params, "classifier", x, deterministic=False, rngs={"dropout": dropout_key})
 
 
 def class_representations(params: Params) -> jnp.ndarray:

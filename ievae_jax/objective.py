@@ -71,11 +71,13 @@ def labelled_elbo(params: Params, x: jnp.ndarray, y: jnp.ndarray, eps: jnp.ndarr
 
 
 def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
-                     kl_weight: float = 1.0) -> Metrics:
+                     kl_weight: float = 1.0,
+                     dropout_key: Optional[jax.Array] = None) -> Metrics:
   """U(x), with the sum over classes exact and vectorised.
 
   x (B, H, W, C); eps (B, K, z_dim), or (B, z_dim) under the strict routing.
-  kl_weight scales the KL inside each L(x, y) as in `labelled_elbo`.
+  kl_weight scales the KL inside each L(x, y) as in `labelled_elbo`; dropout_key
+  (training) is passed to `model.classify`.
   Returns "bound" (B,), "entropy" (B,) and "class_elbo" (B, K), which is L(x, y)
   for every class y.
   """
@@ -86,7 +88,7 @@ def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
   reconstruction, kl = _elbo_terms(params, x[:, None], r_all, eps)  # (B, K) each
   log_prior_y = distributions.class_prior(num_classes).log_prob(jnp.arange(num_classes))
   class_elbo = reconstruction - kl_weight * kl + log_prior_y
-  q_y = distributions.class_posterior(model.classify(params, x))
+  q_y = distributions.class_posterior(model.classify(params, x, dropout_key))
   bound = jnp.sum(q_y.probs * class_elbo, axis=-1) + q_y.entropy()
   return {"bound": bound, "entropy": q_y.entropy(), "class_elbo": class_elbo}
 
@@ -116,7 +118,7 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   Args:
     labelled: {"image": (B_l, H, W, C) in {0, 1}, "label": (B_l,) int}.
     unlabelled: {"image": (B_u, H, W, C)}, or None for supervised training.
-    key: the latent noise's PRNG key.
+    key: the PRNG key of the latent noise (and of the classifier's dropout, if any).
     alpha: weight of the mean labelled cross-entropy (see the module docstring).
     kl_weight: weight of KL(q(z | .) || p(z)) in L and U; 1 is the paper's bound.
       Above 1 it makes class information dearer in z than in r_y (a beta-VAE
@@ -132,10 +134,12 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   if not config.has_classes:
     return _vae_loss(params, labelled, unlabelled, key)
   key_labelled, key_unlabelled = jax.random.split(key)
+  # Folded in rather than split, so that runs without dropout draw what they always drew.
+  dropout_labelled, dropout_unlabelled = (jax.random.fold_in(key, i) for i in (1, 2))
   x_l, y_l = labelled["image"], labelled["label"]
   eps_l = jax.random.normal(key_labelled, latent_noise_shape(config, x_l.shape[0], True))
   terms = labelled_elbo(params, x_l, y_l, eps_l, kl_weight)
-  logits = model.classify(params, x_l)
+  logits = model.classify(params, x_l, dropout_labelled)
   cross_entropy = -distributions.class_posterior(logits).log_prob(y_l)
   total = -jnp.mean(terms["elbo"]) + alpha * jnp.mean(cross_entropy)
   metrics = {
@@ -148,7 +152,7 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   if unlabelled is not None:
     x_u = unlabelled["image"]
     eps_u = jax.random.normal(key_unlabelled, latent_noise_shape(config, x_u.shape[0], False))
-    u_terms = unlabelled_bound(params, x_u, eps_u, kl_weight)
+    u_terms = unlabelled_bound(params, x_u, eps_u, kl_weight, dropout_unlabelled)
     weighted = u_terms["bound"] + (entropy_weight - 1.0) * u_terms["entropy"]
     total = total - jnp.mean(weighted)
     metrics["unlabelled_bound"] = jnp.mean(u_terms["bound"])

@@ -44,3 +44,53 @@ def test_classifier_architecture_is_chosen_apart_from_the_rest():
   assert "ConvTrunk_0" not in default.nets["classifier"]
   with pytest.raises(ConfigError, match="Unknown classifier architecture 'vit'"):
     ModelConfig(classifier_arch="vit").validate()
+
+
+def test_classifier_dropout_drops_hidden_units_and_rescales_the_rest():
+  """With a key, each dropout layer zeroes about `rate` of its inputs and scales the
+  others by 1 / (1 - rate); the logits are the last dense layer of what is left. Without
+  a key (the public API) the classifier is the deterministic one."""
+  import dataclasses
+  from ievae_jax import model
+  from ievae_jax.config import ModelConfig
+  rate = 0.3
+  config = ModelConfig(hidden=400, classifier_dropout=rate)
+  params = model.init(jax.random.key(0), config)
+  x = jax.random.uniform(jax.random.key(1), (6, 28, 28, 1))
+  plain = dataclasses.replace(params, config=dataclasses.replace(config, classifier_dropout=0.0))
+  np.testing.assert_array_equal(model.classify(params, x), model.classify(plain, x))
+  np.testing.assert_array_equal(model.classify(plain, x, jax.random.key(2)),
+                                model.classify(plain, x))
+  key = jax.random.key(3)
+  dropped = model.classify(params, x, key)
+  np.testing.assert_array_equal(dropped, model.classify(params, x, key))
+  assert not np.allclose(dropped, model.classify(params, x, jax.random.key(4)))
+
+  classifier = nets.build(config).classifier
+  logits, state = classifier.apply({"params": params.nets["classifier"]}, x,
+                                   deterministic=False, rngs={"dropout": key},
+                                   capture_intermediates=True, mutable=["intermediates"])
+  np.testing.assert_array_equal(logits, dropped)
+  inter = state["intermediates"]
+  w = params.nets["classifier"]
+  h = np.asarray(x).reshape(6, -1)
+  for layer in range(2):
+    dense = w[f"Dense_{layer}"]
+    before = np.maximum(h @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"]), 0.0)
+    after = np.asarray(inter[f"Dropout_{layer}"]["__call__"][0])
+    kept = after != 0
+    np.testing.assert_allclose(after[kept], before[kept] / (1 - rate), rtol=1e-4, atol=1e-5)
+    dropped_share = np.mean(~kept[before > 0])
+    assert abs(dropped_share - rate) < 0.05, dropped_share
+    h = after
+  last = w["Dense_2"]
+  np.testing.assert_allclose(dropped, h @ np.asarray(last["kernel"]) + np.asarray(last["bias"]),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_dropout_rate_is_checked():
+  import pytest
+  from ievae_jax.config import ConfigError, ModelConfig
+  for bad in (-0.1, 1.0, "half"):
+    with pytest.raises(ConfigError, match="classifier_dropout must be a rate in"):
+      ModelConfig(classifier_dropout=bad).validate()

@@ -210,3 +210,23 @@ def test_entropy_weight_adds_only_weighted_entropy_of_q_y():
   np.testing.assert_allclose(float(plain) - float(soft), 3.0 * entropy.mean(), rtol=1e-4)
   # The logged bound stays U itself.
   np.testing.assert_allclose(soft_metrics["unlabelled_bound"], metrics["unlabelled_bound"])
+
+
+def test_classifier_dropout_changes_only_the_classifier_terms():
+  """Dropout in q(y | x) leaves the latent noise, and so the labelled ELBO, as it was;
+  at rate 0 a key changes nothing, so the loss is the deterministic classifier's."""
+  import dataclasses
+  params = _params()
+  dropout = dataclasses.replace(params, config=dataclasses.replace(params.config,
+                                                                  classifier_dropout=0.5))
+  labelled, unlabelled = _labelled_and_unlabelled([1, 3, 5, 7])
+  key = jax.random.key(5)
+  total, metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
+  total_d, metrics_d = objective.loss(dropout, labelled, unlabelled, key, alpha=2.0)
+  np.testing.assert_allclose(metrics_d["labelled_elbo"], metrics["labelled_elbo"], rtol=1e-6)
+  assert abs(float(metrics_d["cross_entropy"]) - float(metrics["cross_entropy"])) > 1e-4
+  assert abs(float(metrics_d["unlabelled_entropy"]) - float(metrics["unlabelled_entropy"])) > 1e-4
+  logits = np.asarray(model.classify(params, labelled["image"]), np.float64)
+  log_q = logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
+  np.testing.assert_allclose(metrics["cross_entropy"], -np.mean(log_q[np.arange(4), [1, 3, 5, 7]]),
+                             rtol=1e-5)

@@ -33,7 +33,8 @@ def build(config: ModelConfig) -> Networks:
   embedding = {"ievae": lambda: InvariantEmbedding(config.hidden, config.r_dim),
                "m2": OneHotEmbedding, "vae": lambda: None}[config.kind]()
   return Networks(
-      classifier=(classifier_family.Classifier(config.hidden, config.num_classes)
+      classifier=(classifier_family.Classifier(config.hidden, config.num_classes,
+                                               config.classifier_dropout)
                   if config.has_classes else None),
       invariant_embedding=embedding,
       equivariant_encoder=EquivariantEncoder(config.hidden, config.z_dim,

@@ -23,14 +23,20 @@ class ConvTrunk(nn.Module):
 
 
 class Classifier(nn.Module):
-  """c(x): logits of q(y | x). (..., 28, 28, C) -> (..., K)."""
+  """c(x): logits of q(y | x). (..., 28, 28, C) -> (..., K).
+
+  dropout_rate drops the convolutional features and the dense hidden units when
+  `deterministic` is False (needs a "dropout" rng).
+  """
   hidden: int
   num_classes: int
+  dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    h = apply_to_images(ConvTrunk(), x)
-    h = nn.relu(nn.Dense(self.hidden)(h))
+  def __call__(self, x: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
+    drop = lambda h: nn.Dropout(self.dropout_rate, deterministic=deterministic)(h)
+    h = drop(apply_to_images(ConvTrunk(), x))
+    h = drop(nn.relu(nn.Dense(self.hidden)(h)))
     return nn.Dense(self.num_classes)(h)
 
 

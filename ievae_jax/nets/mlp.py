@@ -15,14 +15,20 @@ def flatten_image(x: jnp.ndarray) -> jnp.ndarray:
 
 
 class Classifier(nn.Module):
-  """c(x): logits of q(y | x), the invariant encoder. (..., H, W, C) -> (..., K)."""
+  """c(x): logits of q(y | x), the invariant encoder. (..., H, W, C) -> (..., K).
+
+  dropout_rate drops the hidden units when `deterministic` is False (needs a
+  "dropout" rng).
+  """
   hidden: int
   num_classes: int
+  dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    h = nn.relu(nn.Dense(self.hidden)(flatten_image(x)))
-    h = nn.relu(nn.Dense(self.hidden)(h))
+  def __call__(self, x: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
+    drop = lambda h: nn.Dropout(self.dropout_rate, deterministic=deterministic)(h)
+    h = drop(nn.relu(nn.Dense(self.hidden)(flatten_image(x))))
+    h = drop(nn.relu(nn.Dense(self.hidden)(h)))
     return nn.Dense(self.num_classes)(h)
 
 
