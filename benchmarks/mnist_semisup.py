@@ -72,8 +72,9 @@ def main(argv):
       "wall_seconds_per_seed": [r["wall_seconds"] for r in seeds],
       "flags": seeds[0]["flags"],
       "command": "python -m benchmarks.mnist_semisup " + " ".join(sys.argv[1:]),
-      "note": ("Wall seconds were measured with other runs sharing the 2-core CPU "
-               f"({FLAGS.parallel} at a time)."),
+      "note": (f"Wall seconds of each run as trained. This benchmark ran {FLAGS.parallel} "
+               "run(s) at a time; jobs started outside it on the same CPU are not "
+               "counted here (the README says what shared the machine)."),
   }
   if "supervised" in runs:
     summary["supervised"] = {k: runs["supervised"][k] for k in
