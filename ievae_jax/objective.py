@@ -78,8 +78,8 @@ def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
   x (B, H, W, C); eps (B, K, z_dim), or (B, z_dim) under the strict routing.
   kl_weight scales the KL inside each L(x, y) as in `labelled_elbo`; dropout_key
   (training) is passed to `model.classify`.
-  Returns "bound" (B,), "entropy" (B,) and "class_elbo" (B, K), which is L(x, y)
-  for every class y.
+  Returns "bound" (B,), "entropy" (B,), "class_elbo" (B, K), which is L(x, y)
+  for every class y, and "class_logits" (B, K), the logits of q(y | x).
   """
   num_classes = params.config.num_classes
   r_all = model.class_representations(params)                  # (K, r_dim)
@@ -88,9 +88,18 @@ def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
   reconstruction, kl = _elbo_terms(params, x[:, None], r_all, eps)  # (B, K) each
   log_prior_y = distributions.class_prior(num_classes).log_prob(jnp.arange(num_classes))
   class_elbo = reconstruction - kl_weight * kl + log_prior_y
-  q_y = distributions.class_posterior(model.classify(params, x, dropout_key))
+  logits = model.classify(params, x, dropout_key)
+  q_y = distributions.class_posterior(logits)
   bound = jnp.sum(q_y.probs * class_elbo, axis=-1) + q_y.entropy()
-  return {"bound": bound, "entropy": q_y.entropy(), "class_elbo": class_elbo}
+  return {"bound": bound, "entropy": q_y.entropy(), "class_elbo": class_elbo,
+          "class_logits": logits}
+
+
+def consistency(target_logits: jnp.ndarray, view_logits: jnp.ndarray) -> jnp.ndarray:
+  """KL(q(y | x) || q(y | x')) with q(y | x) a fixed target (no gradient). (B, K) -> (B,)."""
+  target = jax.nn.softmax(jax.lax.stop_gradient(target_logits), axis=-1)
+  log_target = jax.nn.log_softmax(jax.lax.stop_gradient(target_logits), axis=-1)
+  return jnp.sum(target * (log_target - jax.nn.log_softmax(view_logits, axis=-1)), axis=-1)
 
 
 def vae_elbo(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
@@ -112,12 +121,14 @@ def _vae_loss(params: Params, labelled, unlabelled, key: jax.Array):
 
 def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float,
-         kl_weight: float = 1.0, entropy_weight: float = 1.0):
+         kl_weight: float = 1.0, entropy_weight: float = 1.0,
+         consistency_weight: float = 0.0):
   """J, the training loss to minimise, and its terms.
 
   Args:
     labelled: {"image": (B_l, H, W, C) in {0, 1}, "label": (B_l,) int}.
-    unlabelled: {"image": (B_u, H, W, C)}, or None for supervised training.
+    unlabelled: {"image": (B_u, H, W, C)}, or None for supervised training; with
+      consistency_weight > 0 also "view": a second view of the same images.
     key: the PRNG key of the latent noise (and of the classifier's dropout, if any).
     alpha: weight of the mean labelled cross-entropy (see the module docstring).
     kl_weight: weight of KL(q(z | .) || p(z)) in L and U; 1 is the paper's bound.
@@ -127,6 +138,9 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       q(y|x)'s optimum on an unlabelled x is softmax(L(x, .) / entropy_weight), a
       softer self-labelling (`TrainConfig.entropy_weight`, annealed to 1 by
       train_lib). A scalar, traced or not. "unlabelled_bound" is always U itself.
+    consistency_weight: extension beyond the paper (0: off): adds this times the
+      mean `consistency` of q(y | image) and q(y | view) over the unlabelled batch
+      (`TrainConfig.consistency_weight`).
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
@@ -157,5 +171,11 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     total = total - jnp.mean(weighted)
     metrics["unlabelled_bound"] = jnp.mean(u_terms["bound"])
     metrics["unlabelled_entropy"] = jnp.mean(u_terms["entropy"])
+    if consistency_weight:
+      view_logits = model.classify(params, unlabelled["view"],
+                                   jax.random.fold_in(key, 3))
+      divergence = jnp.mean(consistency(u_terms["class_logits"], view_logits))
+      total = total + consistency_weight * divergence
+      metrics["consistency"] = divergence
   metrics["loss"] = total
   return total, metrics

@@ -148,10 +148,16 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
     labelled = {"image": prepare(key_l, key_shift_l, labelled["image"]),
                 "label": labelled["label"]}
     if unlabelled is not None:
-      unlabelled = {"image": prepare(key_u, key_shift_u, unlabelled["image"])}
+      images = unlabelled["image"]
+      unlabelled = {"image": prepare(key_u, key_shift_u, images)}
+      if config.consistency_weight:
+        # A second view: its own binarisation and shift, from a stream of its own.
+        key_view, key_shift_view = jax.random.split(jax.random.fold_in(step_key, 2))
+        unlabelled["view"] = prepare(key_view, key_shift_view, images)
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
-                                     config.kl_weight, entropy_weight(config, state.step))
+                                     config.kl_weight, entropy_weight(config, state.step),
+                                     config.consistency_weight)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)

@@ -57,6 +57,13 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     _, metrics = step(state, labelled, unlabelled)
     losses[shift] = float(metrics["loss"])
   assert np.isfinite(losses[2]) and losses[2] != losses[0]
+  # Consistency across two shifted views: the same bound, plus its reported KL term.
+  config = tiny_train_config(augment_shift=2, consistency_weight=5.0)
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
+  assert float(metrics["consistency"]) > 0
+  np.testing.assert_allclose(float(metrics["loss"]) - 5.0 * float(metrics["consistency"]),
+                             losses[2], rtol=1e-5)
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -65,6 +72,8 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"kl_weight": 0.0}, "--kl_weight must be positive"),
     ({"entropy_weight": 0.0}, "--entropy_weight must be positive"),
     ({"entropy_anneal_steps": -1}, "--entropy_anneal_steps must be an integer >= 0"),
+    ({"consistency_weight": -1.0}, "--consistency_weight must be >= 0"),
+    ({"consistency_weight": 1.0}, "set --augment_shift too"),
 ])
 def test_bad_settings_are_refused(setting, message):
   with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):

@@ -230,3 +230,34 @@ def test_classifier_dropout_changes_only_the_classifier_terms():
   log_q = logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
   np.testing.assert_allclose(metrics["cross_entropy"], -np.mean(log_q[np.arange(4), [1, 3, 5, 7]]),
                              rtol=1e-5)
+
+
+def test_consistency_adds_weighted_kl_between_the_two_views():
+  """loss(w) - loss(0) = w * mean KL(q(y|x) || q(y|x')), checked in numpy; the target
+  q(y|x) gets no gradient from it."""
+  params = _params()
+  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
+  view = jnp.roll(unlabelled["image"], 2, axis=2)
+  unlabelled = {"image": unlabelled["image"], "view": view}
+  key = jax.random.key(9)
+  base, _ = objective.loss(params, labelled, unlabelled, key, alpha=1.0)
+  weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=1.0,
+                                     consistency_weight=3.0)
+
+  def log_softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    return logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
+  log_p = log_softmax(model.classify(params, unlabelled["image"]))
+  log_q = log_softmax(model.classify(params, view))
+  kl = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1))
+  assert kl > 1e-4
+  np.testing.assert_allclose(metrics["consistency"], kl, rtol=1e-4)
+  np.testing.assert_allclose(float(weighted) - float(base), 3.0 * kl, rtol=1e-3)
+
+  # No gradient through the target: the term's gradient w.r.t. the target's logits is 0.
+  target = model.classify(params, unlabelled["image"])
+  grad_target = jax.grad(lambda t: jnp.mean(objective.consistency(t, log_q)))(target)
+  np.testing.assert_array_equal(grad_target, 0.0)
+  grad_view = jax.grad(lambda v: jnp.mean(objective.consistency(target, v)))(
+      jnp.asarray(log_q, jnp.float32))
+  assert np.abs(grad_view).max() > 1e-4
