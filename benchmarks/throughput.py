@@ -37,6 +37,8 @@ flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matrix pro
 flags.DEFINE_list("time_to_error_runs", [], "name=workdir pairs of finished MNIST-100 runs whose "
                   "metrics.jsonl give the time to reach 5% and 3.33% error.")
 flags.DEFINE_string("output", None, "JSON path; default benchmarks/results/throughput_<platform>.json.")
+flags.DEFINE_boolean("time_to_error_only", False, "Time nothing: add the --time_to_error_runs "
+                     "to the existing --output JSON (runs of the same name are replaced).")
 
 BATCH = 100   # labelled and unlabelled images per step each
 
@@ -189,9 +191,33 @@ def time_to_error(workdir: str, targets=(0.05, 0.0333)) -> dict:
   return out
 
 
+def _print_time_to_error(rows: dict) -> None:
+  for name, row in rows.items():
+    print(f"{name}: 5% after {row['seconds_to_5%']} s, 3.33% after {row['seconds_to_3.33%']} s "
+          f"(best validation error {row['best_validation_error']:.2%}, final test error "
+          f"{row['final_test_error']:.2%} after {row['steps']} steps, {row['wall_seconds']:.0f} s)")
+
+
+def _time_to_error_rows() -> dict:
+  return {name: time_to_error(path) for name, path in (p.split("=", 1) for p in
+                                                       FLAGS.time_to_error_runs)}
+
+
 def main(argv):
   del argv
   platform = jax.devices()[0].platform
+  if FLAGS.time_to_error_only:
+    output = FLAGS.output or f"benchmarks/results/throughput_{platform}.json"
+    if not FLAGS.time_to_error_runs or not os.path.exists(output):
+      raise SystemExit(f"--time_to_error_only needs --time_to_error_runs and an existing "
+                       f"{output} (run the full benchmark once first).")
+    with open(output) as f:
+      results = json.load(f)
+    rows = _time_to_error_rows()
+    results.setdefault("time_to_error", {}).update(rows)
+    _print_time_to_error(rows)
+    write_results(results, output)
+    return
   have_torch = importlib.util.find_spec("torch") is not None
   if not have_torch:
     print("PyTorch is not installed (pip install torch==2.13.0): timing ievae_jax alone.")
@@ -245,13 +271,8 @@ def main(argv):
           f"{r['flops_per_step'] / 1e9:>12.2f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
           f"{r['peak_fraction']:>10.2f}{r['compile_s']:>10.1f}")
   if FLAGS.time_to_error_runs:
-    results["time_to_error"] = {
-        name: time_to_error(path) for name, path in (p.split("=", 1) for p in
-                                                     FLAGS.time_to_error_runs)}
-    for name, row in results["time_to_error"].items():
-      print(f"{name}: 5% after {row['seconds_to_5%']} s, 3.33% after {row['seconds_to_3.33%']} s "
-            f"(best validation error {row['best_validation_error']:.2%}, final test error "
-            f"{row['final_test_error']:.2%} after {row['steps']} steps, {row['wall_seconds']:.0f} s)")
+    results["time_to_error"] = _time_to_error_rows()
+    _print_time_to_error(results["time_to_error"])
   write_results(results, FLAGS.output or f"benchmarks/results/throughput_{platform}.json")
 
 
