@@ -140,7 +140,8 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       train_lib). A scalar, traced or not. "unlabelled_bound" is always U itself.
     consistency_weight: extension beyond the paper (0: off): adds this times the
       mean `consistency` of q(y | image) and q(y | view) over the unlabelled batch
-      (`TrainConfig.consistency_weight`).
+      (`TrainConfig.consistency_weight`). A Python number, not traced: at 0 the
+      view is never classified.
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
