@@ -97,9 +97,8 @@ def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
 
 def consistency(target_logits: jnp.ndarray, view_logits: jnp.ndarray) -> jnp.ndarray:
   """KL(q(y | x) || q(y | x')) with q(y | x) a fixed target (no gradient). (B, K) -> (B,)."""
-  target = jax.nn.softmax(jax.lax.stop_gradient(target_logits), axis=-1)
-  log_target = jax.nn.log_softmax(jax.lax.stop_gradient(target_logits), axis=-1)
-  return jnp.sum(target * (log_target - jax.nn.log_softmax(view_logits, axis=-1)), axis=-1)
+  target = distributions.class_posterior(jax.lax.stop_gradient(target_logits))
+  return target.kl_divergence(distributions.class_posterior(view_logits))
 
 
 def vae_elbo(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:

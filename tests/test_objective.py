@@ -95,6 +95,12 @@ def test_unlabelled_bound_is_the_explicit_sum_over_classes(routing):
   np.testing.assert_allclose(got["bound"], expected, rtol=1e-5)
 
 
+def _np_log_softmax(logits):
+  """log q(y | x) from logits (B, K), in float64 numpy."""
+  logits = np.asarray(logits, np.float64)
+  return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+
+
 def _labelled_and_unlabelled(labels):
   """Four labelled images with these labels, then four unlabelled ones."""
   x = _binary_images(8)
@@ -107,8 +113,7 @@ def test_alpha_weights_the_mean_labelled_cross_entropy():
   key = jax.random.key(7)
   base, _ = objective.loss(params, labelled, unlabelled, key, alpha=0.0)
   weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=37.5)
-  logits = np.asarray(model.classify(params, labelled["image"]), np.float64)
-  log_q = logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
+  log_q = _np_log_softmax(model.classify(params, labelled["image"]))
   cross_entropy = -np.mean(log_q[np.arange(4), [1, 3, 5, 7]])
   np.testing.assert_allclose(float(weighted) - float(base), 37.5 * cross_entropy, rtol=1e-4)
   np.testing.assert_allclose(metrics["cross_entropy"], cross_entropy, rtol=1e-5)
@@ -204,8 +209,7 @@ def test_entropy_weight_adds_only_weighted_entropy_of_q_y():
   soft, soft_metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0,
                                       entropy_weight=4.0)
   # The entropy of q(y|x), from the classifier's logits in float64 numpy.
-  logits = np.asarray(model.classify(params, unlabelled["image"]), np.float64)
-  log_q = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+  log_q = _np_log_softmax(model.classify(params, unlabelled["image"]))
   entropy = -np.sum(np.exp(log_q) * log_q, axis=-1)
   np.testing.assert_allclose(float(plain) - float(soft), 3.0 * entropy.mean(), rtol=1e-4)
   # The logged bound stays U itself.
@@ -221,13 +225,12 @@ def test_classifier_dropout_changes_only_the_classifier_terms():
                                                                   classifier_dropout=0.5))
   labelled, unlabelled = _labelled_and_unlabelled([1, 3, 5, 7])
   key = jax.random.key(5)
-  total, metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
-  total_d, metrics_d = objective.loss(dropout, labelled, unlabelled, key, alpha=2.0)
+  _, metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
+  _, metrics_d = objective.loss(dropout, labelled, unlabelled, key, alpha=2.0)
   np.testing.assert_allclose(metrics_d["labelled_elbo"], metrics["labelled_elbo"], rtol=1e-6)
   assert abs(float(metrics_d["cross_entropy"]) - float(metrics["cross_entropy"])) > 1e-4
   assert abs(float(metrics_d["unlabelled_entropy"]) - float(metrics["unlabelled_entropy"])) > 1e-4
-  logits = np.asarray(model.classify(params, labelled["image"]), np.float64)
-  log_q = logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
+  log_q = _np_log_softmax(model.classify(params, labelled["image"]))
   np.testing.assert_allclose(metrics["cross_entropy"], -np.mean(log_q[np.arange(4), [1, 3, 5, 7]]),
                              rtol=1e-5)
 
@@ -243,12 +246,8 @@ def test_consistency_adds_weighted_kl_between_the_two_views():
   base, _ = objective.loss(params, labelled, unlabelled, key, alpha=1.0)
   weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=1.0,
                                      consistency_weight=3.0)
-
-  def log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    return logits - np.log(np.sum(np.exp(logits), 1, keepdims=True))
-  log_p = log_softmax(model.classify(params, unlabelled["image"]))
-  log_q = log_softmax(model.classify(params, view))
+  log_p = _np_log_softmax(model.classify(params, unlabelled["image"]))
+  log_q = _np_log_softmax(model.classify(params, view))
   kl = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1))
   assert kl > 1e-4
   np.testing.assert_allclose(metrics["consistency"], kl, rtol=1e-4)
