@@ -158,17 +158,25 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
                                      config.kl_weight, entropy_weight(config, state.step),
                                      config.consistency_weight)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep_if_finite = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+    def update(params, opt_state):
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    # A non-finite step leaves params and optimiser state as they were. A cond, not
+    # a jnp.where over the updated state: the where kept the old and the new state
+    # alive together, so XLA copied the whole optimiser state every step (README,
+    # "Speed"). Under vmap_seeds the cond becomes that select again, per seed.
+    params, opt_state = jax.lax.cond(finite, update, lambda *old: old,
+                                     state.params, state.opt_state)
     metrics["grad_norm"] = grad_norm
     metrics["param_norm"] = optax.tree.norm(params)
     new_state = TrainState(
         step=state.step + 1,
-        params=keep_if_finite(params, state.params),
-        opt_state=keep_if_finite(opt_state, state.opt_state),
+        params=params,
+        opt_state=opt_state,
         nonfinite_step=jnp.where(finite | (state.nonfinite_step >= 0), state.nonfinite_step,
                                  state.step + 1))
     return new_state, metrics

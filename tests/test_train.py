@@ -52,6 +52,31 @@ def test_nonfinite_step_keeps_params_and_records_the_step(small_arrays):
     np.testing.assert_array_equal(x, np.asarray(y))
 
 
+def test_nonfinite_seed_keeps_its_state_while_the_other_seed_trains(small_arrays):
+  # Under vmap_seeds the step's cond becomes a per-seed select.
+  config = tiny_train_config()
+  step = train_lib.make_train_step(config, alpha=1.0, vmap_seeds=True)
+  labelled, unlabelled = _batch(small_arrays)
+  stack = lambda *trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  nets = jax.tree.map(lambda a: a, state.params.nets)
+  nets["decoder"]["Dense_1"]["bias"] = nets["decoder"]["Dense_1"]["bias"].at[0].set(jnp.nan)
+  poisoned = state.replace(params=state.params.replace(nets=nets))
+  states = stack(state, poisoned)
+  before = jax.tree.map(np.asarray, states)
+  after, _ = step(states, stack(labelled, labelled), stack(unlabelled, unlabelled),
+                  jax.random.split(jax.random.key(1), 2))
+  np.testing.assert_array_equal(np.asarray(after.nonfinite_step), [-1, 1])
+  np.testing.assert_array_equal(np.asarray(after.step), [1, 1])
+  changed = [not np.array_equal(np.asarray(x)[0], y[0]) for x, y in
+             zip(jax.tree.leaves((after.params, after.opt_state)), jax.tree.leaves(
+                 (before.params, before.opt_state)))]
+  assert any(changed)
+  for x, y in zip(jax.tree.leaves((after.params, after.opt_state)),
+                  jax.tree.leaves((before.params, before.opt_state))):
+    np.testing.assert_array_equal(np.asarray(x)[1], y[1])
+
+
 def test_resume_continues_to_the_same_parameters(tmp_path, small_arrays):
   straight = tiny_train_config(num_steps=6)
   train_lib.train_and_evaluate(straight, str(tmp_path / "straight"), small_arrays)
