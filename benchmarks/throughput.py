@@ -206,8 +206,8 @@ def _time_to_error_rows() -> dict:
 def main(argv):
   del argv
   platform = jax.devices()[0].platform
+  output = FLAGS.output or f"benchmarks/results/throughput_{platform}.json"
   if FLAGS.time_to_error_only:
-    output = FLAGS.output or f"benchmarks/results/throughput_{platform}.json"
     if not FLAGS.time_to_error_runs or not os.path.exists(output):
       raise SystemExit(f"--time_to_error_only needs --time_to_error_runs and an existing "
                        f"{output} (run the full benchmark once first).")
@@ -273,7 +273,7 @@ def main(argv):
   if FLAGS.time_to_error_runs:
     results["time_to_error"] = _time_to_error_rows()
     _print_time_to_error(results["time_to_error"])
-  write_results(results, FLAGS.output or f"benchmarks/results/throughput_{platform}.json")
+  write_results(results, output)
 
 
 def write_results(results: dict, output: str) -> None:

@@ -37,14 +37,19 @@ def test_step_is_a_function_of_seed_and_step(small_arrays):
   assert float(metrics_c["loss"]) != float(metrics_a["loss"])
 
 
+def _poisoned(state):
+  """state with one NaN in the decoder's output bias: every loss from it is NaN."""
+  nets = jax.tree.map(lambda a: a, state.params.nets)
+  nets["decoder"]["Dense_1"]["bias"] = nets["decoder"]["Dense_1"]["bias"].at[0].set(jnp.nan)
+  return state.replace(params=state.params.replace(nets=nets))
+
+
 def test_nonfinite_step_keeps_params_and_records_the_step(small_arrays):
   config = tiny_train_config()
   step = train_lib.make_train_step(config, alpha=1.0)
   labelled, unlabelled = _batch(small_arrays)
   state = train_lib.create_train_state(jax.random.key(0), config)
-  nets = jax.tree.map(lambda a: a, state.params.nets)
-  nets["decoder"]["Dense_1"]["bias"] = nets["decoder"]["Dense_1"]["bias"].at[0].set(jnp.nan)
-  poisoned = state.replace(params=state.params.replace(nets=nets), step=jnp.array(9, jnp.int32))
+  poisoned = _poisoned(state).replace(step=jnp.array(9, jnp.int32))
   before = jax.tree.map(np.asarray, poisoned.params)
   after, _ = step(poisoned, labelled, unlabelled)
   assert int(after.nonfinite_step) == 10 and int(after.step) == 10
@@ -59,22 +64,17 @@ def test_nonfinite_seed_keeps_its_state_while_the_other_seed_trains(small_arrays
   labelled, unlabelled = _batch(small_arrays)
   stack = lambda *trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
   state = train_lib.create_train_state(jax.random.key(0), config)
-  nets = jax.tree.map(lambda a: a, state.params.nets)
-  nets["decoder"]["Dense_1"]["bias"] = nets["decoder"]["Dense_1"]["bias"].at[0].set(jnp.nan)
-  poisoned = state.replace(params=state.params.replace(nets=nets))
-  states = stack(state, poisoned)
-  before = jax.tree.map(np.asarray, states)
+  states = stack(state, _poisoned(state))
+  before = jax.tree.leaves(jax.tree.map(np.asarray, (states.params, states.opt_state)))
   after, _ = step(states, stack(labelled, labelled), stack(unlabelled, unlabelled),
                   jax.random.split(jax.random.key(1), 2))
   np.testing.assert_array_equal(np.asarray(after.nonfinite_step), [-1, 1])
   np.testing.assert_array_equal(np.asarray(after.step), [1, 1])
-  changed = [not np.array_equal(np.asarray(x)[0], y[0]) for x, y in
-             zip(jax.tree.leaves((after.params, after.opt_state)), jax.tree.leaves(
-                 (before.params, before.opt_state)))]
-  assert any(changed)
-  for x, y in zip(jax.tree.leaves((after.params, after.opt_state)),
-                  jax.tree.leaves((before.params, before.opt_state))):
-    np.testing.assert_array_equal(np.asarray(x)[1], y[1])
+  pairs = [(np.asarray(x), y) for x, y in
+           zip(jax.tree.leaves((after.params, after.opt_state)), before)]
+  assert any(not np.array_equal(x[0], y[0]) for x, y in pairs)
+  for x, y in pairs:
+    np.testing.assert_array_equal(x[1], y[1])
 
 
 def test_resume_continues_to_the_same_parameters(tmp_path, small_arrays):
