@@ -1,0 +1,105 @@
+r"""The training step of this checkout against the same step at another git commit, side by side.
+
+  python -m benchmarks.step_ab --baseline=HEAD~1 --classifier_arch=conv \
+      --output=benchmarks/results/step_ab.json
+
+Both steps are compiled in one process and timed in alternating windows, so that load
+on a shared machine hits both alike; the medians and their ratio are printed and
+written as JSON. The baseline's `ievae_jax` is exported with `git archive` into a
+temporary directory and imported under another name (`ievae_jax_baseline`), so nothing
+in the working tree changes. The step is that of `benchmarks/throughput.py`: 100
+labelled + 100 unlabelled random images, exact class sum, alpha 55.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("baseline", "HEAD", "Git commit whose step is the baseline.")
+flags.DEFINE_string("model", "ievae", "ievae | m2.")
+flags.DEFINE_string("classifier_arch", "mlp", "mlp | conv.")
+flags.DEFINE_integer("windows", 9, "Timed windows per step (medians are reported).")
+flags.DEFINE_integer("steps_per_window", 15, "Steps per timed window.")
+flags.DEFINE_string("output", None, "JSON path (optional).")
+
+BATCH = 100
+ALIAS = "ievae_jax_baseline"
+
+
+def export_baseline(commit: str, into: str) -> None:
+  """Writes `commit`'s ievae_jax into `into`/ievae_jax_baseline, its imports renamed."""
+  archive = subprocess.run(["git", "archive", commit, "ievae_jax"], check=True,
+                           capture_output=True).stdout
+  subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+  os.rename(os.path.join(into, "ievae_jax"), os.path.join(into, ALIAS))
+  for root, _, files in os.walk(os.path.join(into, ALIAS)):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(root, name)
+        with open(path) as f:
+          source = f.read()
+        with open(path, "w") as f:
+          f.write(source.replace("ievae_jax", ALIAS))
+
+
+def compiled_step(package: str, batches):
+  """(compiled step, state) of `package`'s train_lib for the benchmark step."""
+  config_lib = __import__(f"{package}.config", fromlist=["config"])
+  train_lib = __import__(f"{package}.train_lib", fromlist=["train_lib"])
+  model = config_lib.ModelConfig(kind=FLAGS.model, z_dim=50 if FLAGS.model == "m2" else 8,
+                                 classifier_arch=FLAGS.classifier_arch)
+  config = config_lib.TrainConfig(model=model, lr_schedule="cosine", num_steps=10000)
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  step = train_lib.make_train_step(config, alpha=55.0).lower(state, *batches).compile()
+  for _ in range(3):
+    state, metrics = step(state, *batches)
+  jax.block_until_ready(metrics)
+  return step, state
+
+
+def main(argv):
+  del argv
+  rng = np.random.default_rng(0)
+  images = lambda: jnp.asarray(rng.integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8))
+  batches = ({"image": images(), "label": jnp.asarray(rng.integers(0, 10, BATCH))},
+             {"image": images()})
+  with tempfile.TemporaryDirectory() as tmp:
+    export_baseline(FLAGS.baseline, tmp)
+    sys.path.insert(0, tmp)
+    steps = {name: compiled_step(package, batches)
+             for name, package in (("baseline", ALIAS), ("working_tree", "ievae_jax"))}
+  times = {name: [] for name in steps}
+  for _ in range(FLAGS.windows):
+    for name, (step, state) in steps.items():
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps_per_window):
+        state, metrics = step(state, *batches)
+      jax.block_until_ready(metrics)
+      times[name].append((time.perf_counter() - start) / FLAGS.steps_per_window)
+      steps[name] = (step, state)
+  medians = {name: statistics.median(t) for name, t in times.items()}
+  result = {"baseline": FLAGS.baseline, "model": FLAGS.model,
+            "classifier_arch": FLAGS.classifier_arch,
+            "ms_per_step": {name: 1e3 * m for name, m in medians.items()},
+            "speed_up": medians["baseline"] / medians["working_tree"],
+            "windows": FLAGS.windows, "steps_per_window": FLAGS.steps_per_window}
+  print(f"{FLAGS.model}, {FLAGS.classifier_arch} classifier: baseline ({FLAGS.baseline}) "
+        f"{result['ms_per_step']['baseline']:.1f} ms/step, working tree "
+        f"{result['ms_per_step']['working_tree']:.1f} ms/step, speed-up {result['speed_up']:.3f}")
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
