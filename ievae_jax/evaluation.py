@@ -1,6 +1,7 @@
 """Measures of a trained model: the spec's "what it works means" table.
 
-- `classification_error`: argmax q(y | x) against the label.
+- `classification_error`: argmax q(y | x) against the label; `confusion_summary`:
+  which classes the errors come from.
 - `fit_linear_probe` / `probe_accuracy`: how much class a representation carries,
   read by a multinomial logistic regression fitted on training features.
 - `within_class_variance_share`: how invariant a representation is (0: it is
@@ -62,6 +63,23 @@ def classification_error(params: model.Params, images: np.ndarray, labels: np.nd
                          batch_size: int = 1000) -> float:
   """Fraction of images (N, H, W, C) uint8 whose argmax q(y | x) differs from labels (N,)."""
   return float(np.mean(predict(params, images, batch_size) != labels))
+
+
+def confusion_summary(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
+                      top: int = 5) -> dict:
+  """Where the errors are: labels, predictions (N,) int ->
+  {"error", "per_class_error" (K floats, by true class), "top_confusions" (the `top`
+  most frequent (true, predicted) pairs with true != predicted, largest first)}."""
+  counts = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(counts, (labels, predictions), 1)
+  off_diagonal = counts * (1 - np.eye(num_classes, dtype=counts.dtype))
+  order = np.argsort(off_diagonal, axis=None, kind="stable")[::-1][:top]
+  return {
+      "error": float(1 - np.trace(counts) / counts.sum()),
+      "per_class_error": [float(e) for e in 1 - np.diag(counts) / counts.sum(axis=1)],
+      "top_confusions": [{"true": int(i), "predicted": int(j), "count": int(off_diagonal[i, j])}
+                         for i, j in zip(*np.unravel_index(order, counts.shape))],
+  }
 
 
 # ---- Linear probe -----------------------------------------------------------------

@@ -44,3 +44,4 @@ def test_step_ab_exports_the_baseline_as_a_separate_package(tmp_path, monkeypatc
   assert baseline_model.distributions.__name__ == f"{alias}.distributions"
   for name in [m for m in sys.modules if m.startswith(alias)]:
     monkeypatch.delitem(sys.modules, name)
+

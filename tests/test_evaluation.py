@@ -153,3 +153,14 @@ def test_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path):
   out = _run("experiments.evaluate", f"--workdir={tmp_path}")
   assert out.returncode == 1
   assert out.stderr.strip().startswith("error:") and "not a run directory" in out.stderr
+
+
+def test_confusion_summary_counts_each_true_predicted_pair():
+  labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+  predictions = np.array([0, 0, 1, 1, 1, 2, 1, 1, 0, 2])
+  summary = evaluation.confusion_summary(labels, predictions, 3, top=2)
+  assert summary["error"] == np.mean(labels != predictions)
+  # per true class: 1 of 3 zeros wrong, no ones wrong, 3 of 5 twos wrong
+  np.testing.assert_allclose(summary["per_class_error"], [1 / 3, 0.0, 3 / 5])
+  assert summary["top_confusions"][0] == {"true": 2, "predicted": 1, "count": 2}
+  assert summary["top_confusions"][1]["count"] == 1
