@@ -68,17 +68,21 @@ def classification_error(params: model.Params, images: np.ndarray, labels: np.nd
 def confusion_summary(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
                       top: int = 5) -> dict:
   """Where the errors are: labels, predictions (N,) int ->
-  {"error", "per_class_error" (K floats, by true class), "top_confusions" (the `top`
-  most frequent (true, predicted) pairs with true != predicted, largest first)}."""
+  {"error", "per_class_error" (K floats by true class, None for a class with no
+  example), "top_confusions" (up to `top`
+  of the most frequent (true, predicted) pairs with true != predicted, largest first;
+  pairs that never occur are left out)}."""
   counts = np.zeros((num_classes, num_classes), np.int64)
   np.add.at(counts, (labels, predictions), 1)
   off_diagonal = counts * (1 - np.eye(num_classes, dtype=counts.dtype))
   order = np.argsort(off_diagonal, axis=None, kind="stable")[::-1][:top]
   return {
       "error": float(1 - np.trace(counts) / counts.sum()),
-      "per_class_error": [float(e) for e in 1 - np.diag(counts) / counts.sum(axis=1)],
+      "per_class_error": [float(1 - right / n) if n else None  # None: no example of it
+                          for right, n in zip(np.diag(counts), counts.sum(axis=1))],
       "top_confusions": [{"true": int(i), "predicted": int(j), "count": int(off_diagonal[i, j])}
-                         for i, j in zip(*np.unravel_index(order, counts.shape))],
+                         for i, j in zip(*np.unravel_index(order, counts.shape))
+                         if off_diagonal[i, j] > 0],
   }
 
 
