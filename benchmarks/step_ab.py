@@ -1,14 +1,15 @@
 r"""The training step of this checkout against the same step at another git commit, side by side.
 
   python -m benchmarks.step_ab --baseline=HEAD~1 --classifier_arch=conv \
-      --output=benchmarks/results/step_ab.json
+      --ab_output=benchmarks/results/step_ab.json
 
 Both steps are compiled in one process and timed in alternating windows, so that load
 on a shared machine hits both alike; the medians and their ratio are printed and
 written as JSON. The baseline's `ievae_jax` is exported with `git archive` into a
 temporary directory and imported under another name (`ievae_jax_baseline`), so nothing
 in the working tree changes. The step is that of `benchmarks/throughput.py`: 100
-labelled + 100 unlabelled random images, exact class sum, alpha 55.
+labelled + 100 unlabelled random images (its `_batches`), exact class sum, alpha 55;
+its --windows and --steps_per_window set the timing.
 """
 
 import json
@@ -22,17 +23,15 @@ import time
 from absl import app, flags
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from benchmarks import throughput
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("baseline", "HEAD", "Git commit whose step is the baseline.")
 flags.DEFINE_string("model", "ievae", "ievae | m2.")
 flags.DEFINE_string("classifier_arch", "mlp", "mlp | conv.")
-flags.DEFINE_integer("windows", 9, "Timed windows per step (medians are reported).")
-flags.DEFINE_integer("steps_per_window", 15, "Steps per timed window.")
-flags.DEFINE_string("output", None, "JSON path (optional).")
+flags.DEFINE_string("ab_output", None, "JSON path (optional).")
 
-BATCH = 100
 ALIAS = "ievae_jax_baseline"
 
 
@@ -69,10 +68,8 @@ def compiled_step(package: str, batches):
 
 def main(argv):
   del argv
-  rng = np.random.default_rng(0)
-  images = lambda: jnp.asarray(rng.integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8))
-  batches = ({"image": images(), "label": jnp.asarray(rng.integers(0, 10, BATCH))},
-             {"image": images()})
+  x_l, y_l, x_u = (jnp.asarray(a) for a in throughput._batches())  # pylint: disable=protected-access
+  batches = ({"image": x_l, "label": y_l}, {"image": x_u})
   with tempfile.TemporaryDirectory() as tmp:
     export_baseline(FLAGS.baseline, tmp)
     sys.path.insert(0, tmp)
@@ -96,8 +93,8 @@ def main(argv):
   print(f"{FLAGS.model}, {FLAGS.classifier_arch} classifier: baseline ({FLAGS.baseline}) "
         f"{result['ms_per_step']['baseline']:.1f} ms/step, working tree "
         f"{result['ms_per_step']['working_tree']:.1f} ms/step, speed-up {result['speed_up']:.3f}")
-  if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
+  if FLAGS.ab_output:
+    with open(FLAGS.ab_output, "w") as f:
       json.dump(result, f, indent=2)
 
 

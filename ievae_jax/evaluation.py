@@ -67,18 +67,18 @@ def classification_error(params: model.Params, images: np.ndarray, labels: np.nd
 
 def confusion_summary(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
                       top: int = 5) -> dict:
-  """Where the errors are: labels, predictions (N,) int ->
-  {"error", "per_class_error" (K floats by true class, None for a class with no
-  example), "top_confusions" (up to `top`
-  of the most frequent (true, predicted) pairs with true != predicted, largest first;
-  pairs that never occur are left out)}."""
+  """Where the errors are. labels, predictions (N,) int -> {
+    "error": the fraction wrong,
+    "per_class_error": K floats by true class (None for a class with no example),
+    "top_confusions": up to `top` (true, predicted) pairs with true != predicted, most
+      frequent first; pairs that never occur are left out}."""
   counts = np.zeros((num_classes, num_classes), np.int64)
   np.add.at(counts, (labels, predictions), 1)
   off_diagonal = counts * (1 - np.eye(num_classes, dtype=counts.dtype))
   order = np.argsort(off_diagonal, axis=None, kind="stable")[::-1][:top]
   return {
       "error": float(1 - np.trace(counts) / counts.sum()),
-      "per_class_error": [float(1 - right / n) if n else None  # None: no example of it
+      "per_class_error": [float(1 - right / n) if n else None
                           for right, n in zip(np.diag(counts), counts.sum(axis=1))],
       "top_confusions": [{"true": int(i), "predicted": int(j), "count": int(off_diagonal[i, j])}
                          for i, j in zip(*np.unravel_index(order, counts.shape))

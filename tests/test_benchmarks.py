@@ -26,21 +26,19 @@ def test_step_ab_exports_the_baseline_as_a_separate_package(tmp_path, monkeypatc
   reaches back into the working tree's ievae_jax."""
   import importlib
   import os
-  import subprocess
   import sys
   import ievae_jax.model
-  alias = "ievae_jax_baseline"
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(throughput.__file__)))
-  # In a process of its own: step_ab's flags share names with throughput's.
-  subprocess.run([sys.executable, "-c", "import sys; from benchmarks import step_ab; "
-                  "assert step_ab.ALIAS == sys.argv[2]; step_ab.export_baseline('HEAD', sys.argv[1])",
-                  str(tmp_path), alias], cwd=repo, check=True)
-  sources = [p.read_text() for p in (tmp_path / alias).rglob("*.py")]
-  assert sources and all("ievae_jax" not in s.replace(alias, "") for s in sources)
+  from benchmarks import step_ab
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(step_ab.__file__))))
+  step_ab.export_baseline("HEAD", str(tmp_path))
+  sources = [p.read_text() for p in (tmp_path / step_ab.ALIAS).rglob("*.py")]
+  assert sources and all("ievae_jax" not in s.replace(step_ab.ALIAS, "") for s in sources)
   monkeypatch.syspath_prepend(str(tmp_path))
-  baseline_model = importlib.import_module(f"{alias}.model")
-  assert baseline_model is not ievae_jax.model
-  assert baseline_model.__file__.startswith(str(tmp_path))
-  assert baseline_model.distributions.__name__ == f"{alias}.distributions"
-  for name in [m for m in sys.modules if m.startswith(alias)]:
-    monkeypatch.delitem(sys.modules, name)
+  try:
+    baseline_model = importlib.import_module(f"{step_ab.ALIAS}.model")
+    assert baseline_model is not ievae_jax.model
+    assert baseline_model.__file__.startswith(str(tmp_path))
+    assert baseline_model.distributions.__name__ == f"{step_ab.ALIAS}.distributions"
+  finally:
+    for name in [m for m in sys.modules if m.startswith(step_ab.ALIAS)]:
+      del sys.modules[name]
