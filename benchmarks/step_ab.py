@@ -1,6 +1,6 @@
 r"""The training step of this checkout against the same step at another git commit, side by side.
 
-  python -m benchmarks.step_ab --baseline=HEAD~1 --classifier_arch=conv \
+  python -m benchmarks.step_ab --baseline=HEAD~1 --ab_classifier_arch=conv \
       --ab_output=benchmarks/results/step_ab.json
 
 Both steps are compiled in one process and timed in alternating windows, so that load
@@ -28,8 +28,8 @@ from benchmarks import throughput
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("baseline", "HEAD", "Git commit whose step is the baseline.")
-flags.DEFINE_string("model", "ievae", "ievae | m2.")
-flags.DEFINE_string("classifier_arch", "mlp", "mlp | conv.")
+flags.DEFINE_string("ab_model", "ievae", "ievae | m2.")
+flags.DEFINE_string("ab_classifier_arch", "mlp", "mlp | conv.")
 flags.DEFINE_string("ab_output", None, "JSON path (optional).")
 
 ALIAS = "ievae_jax_baseline"
@@ -55,8 +55,8 @@ def compiled_step(package: str, batches):
   """(compiled step, state) of `package`'s train_lib for the benchmark step."""
   config_lib = __import__(f"{package}.config", fromlist=["config"])
   train_lib = __import__(f"{package}.train_lib", fromlist=["train_lib"])
-  model = config_lib.ModelConfig(kind=FLAGS.model, z_dim=50 if FLAGS.model == "m2" else 8,
-                                 classifier_arch=FLAGS.classifier_arch)
+  model = config_lib.ModelConfig(kind=FLAGS.ab_model, z_dim=50 if FLAGS.ab_model == "m2" else 8,
+                                 classifier_arch=FLAGS.ab_classifier_arch)
   config = config_lib.TrainConfig(model=model, lr_schedule="cosine", num_steps=10000)
   state = train_lib.create_train_state(jax.random.key(0), config)
   step = train_lib.make_train_step(config, alpha=55.0).lower(state, *batches).compile()
@@ -85,12 +85,12 @@ def main(argv):
       times[name].append((time.perf_counter() - start) / FLAGS.steps_per_window)
       steps[name] = (step, state)
   medians = {name: statistics.median(t) for name, t in times.items()}
-  result = {"baseline": FLAGS.baseline, "model": FLAGS.model,
-            "classifier_arch": FLAGS.classifier_arch,
+  result = {"baseline": FLAGS.baseline, "model": FLAGS.ab_model,
+            "classifier_arch": FLAGS.ab_classifier_arch,
             "ms_per_step": {name: 1e3 * m for name, m in medians.items()},
             "speed_up": medians["baseline"] / medians["working_tree"],
             "windows": FLAGS.windows, "steps_per_window": FLAGS.steps_per_window}
-  print(f"{FLAGS.model}, {FLAGS.classifier_arch} classifier: baseline ({FLAGS.baseline}) "
+  print(f"{FLAGS.ab_model}, {FLAGS.ab_classifier_arch} classifier: baseline ({FLAGS.baseline}) "
         f"{result['ms_per_step']['baseline']:.1f} ms/step, working tree "
         f"{result['ms_per_step']['working_tree']:.1f} ms/step, speed-up {result['speed_up']:.3f}")
   if FLAGS.ab_output:
