@@ -37,7 +37,7 @@ def main(argv):
       arrays_by_dataset[config.dataset] = data.load(config.dataset, FLAGS.data_dir)
     num_classes = config.model.num_classes
     splits = data.make_splits(arrays_by_dataset[config.dataset], num_classes, config.labels,
-                              config.validation_size, config.seed)
+                              config.validation_size, config.labelled_subset_seed)
     predictions = evaluation.predict(checkpointing.load(workdir), splits.validation_images)
     results[name] = {"workdir": workdir, **evaluation.confusion_summary(
         splits.validation_labels, predictions, num_classes)}

@@ -52,6 +52,9 @@ def define_flags(defaults: dict) -> None:
                       "Default: runs/<launcher>-<dataset>-labels<n>-seed<s>-<settings hash>, "
                       "so rerunning the same command resumes.")
   flags.DEFINE_integer("seed", base["seed"], "Random seed.")
+  flags.DEFINE_integer("label_seed", None, "Seeds the choice of the labelled subset alone "
+                       "(default: --seed). Keep it and vary --seed for restarts of one "
+                       "labelled set.")
   flags.DEFINE_integer("num_steps", base["num_steps"], "Optimiser steps.")
   flags.DEFINE_integer("batch_size", base["batch_size"], "Unlabelled examples per step "
                        "(labelled examples per step in supervised runs).")
@@ -172,7 +175,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       model=model, dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir or os.environ.get("IEVAE_DATA_DIR") or None,
       tfds_data_dir=FLAGS.tfds_data_dir, labels=labels,
-      validation_size=FLAGS.validation_size, seed=FLAGS.seed, num_steps=FLAGS.num_steps,
+      validation_size=FLAGS.validation_size, seed=FLAGS.seed,
+      label_seed=FLAGS.label_seed, num_steps=FLAGS.num_steps,
       batch_size=FLAGS.batch_size,
       labelled_batch_size=FLAGS.batch_size if supervised else FLAGS.labelled_batch_size,
       learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
@@ -188,7 +192,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
-_DIGEST_OMITS_AT = {"kl_weight": 1.0, "augment_shift": 0, "consistency_weight": 0.0,
+_DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0, "consistency_weight": 0.0,
                     "binarise": True,
                     "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0}

@@ -109,7 +109,11 @@ class TrainConfig:
     labels: number of labelled training examples, a multiple of K (labels / K per
       class); None labels the whole training split (supervised training).
     validation_size: examples carved from the training split for model selection.
-    seed: seeds parameters, the labelled subset and every random draw of training.
+    seed: seeds parameters, the labelled subset (unless label_seed is set) and every
+      random draw of training.
+    label_seed: seeds the choice of the labelled subset alone; None (default): seed.
+      Restarts of one labelled set (other initialisations and draws, the same 100
+      labels) keep label_seed and vary seed.
     num_steps: optimiser steps.
     batch_size: unlabelled examples per step (the U term).
     labelled_batch_size: labelled examples per step (the L and alpha terms).
@@ -147,6 +151,7 @@ class TrainConfig:
   labels: Optional[int] = 100
   validation_size: int = 5000
   seed: int = 0
+  label_seed: Optional[int] = None
   num_steps: int = 20000
   batch_size: int = 100
   labelled_batch_size: int = 100
@@ -205,6 +210,10 @@ class TrainConfig:
             f"--labels={self.labels} is not a positive multiple of the {k} classes; "
             f"use e.g. --labels={max(k, self.labels - self.labels % k)}.")
     return self
+
+  @property
+  def labelled_subset_seed(self) -> int:
+    return self.seed if self.label_seed is None else self.label_seed
 
   @property
   def supervised(self) -> bool:

@@ -283,7 +283,7 @@ def _alpha(run: _Run) -> float:
 def _prepare_run(config: TrainConfig, workdir: str, arrays, like: TrainState):
   """Opens a seed's workdir (refusing other settings) and restores its latest state."""
   splits = data.make_splits(arrays, config.model.num_classes, config.labels,
-                            config.validation_size, config.seed)
+                            config.validation_size, config.labelled_subset_seed)
   os.makedirs(workdir, exist_ok=True)
   checkpointing.check_workdir_config(workdir, config)
   run = _Run(config, workdir, splits, checkpointing.manager(workdir, config.keep_checkpoints))

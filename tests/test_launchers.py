@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, write_idx
@@ -163,3 +164,24 @@ def test_alpha_flag_takes_a_number_or_kingma(semisup_main, argv, alpha):
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["mnist_semisup", *argv])
   assert common.config_from_flags(supervised=False).alpha == alpha
+
+
+def test_label_seed_keeps_one_labelled_subset_across_restarts(semisup_main, mnist_arrays):
+  from absl import flags
+  from experiments import common
+  from ievae_jax import data
+
+  def labelled_of(argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["mnist_semisup", *argv])
+    config = common.config_from_flags(supervised=False)
+    splits = data.make_splits(mnist_arrays, 10, config.labels, config.validation_size,
+                              config.labelled_subset_seed)
+    return config, splits.labelled_images
+
+  config, restart = labelled_of(["--seed=1", "--label_seed=0"])
+  _, seed0 = labelled_of(["--seed=0"])
+  _, seed1 = labelled_of(["--seed=1"])
+  assert config.seed == 1
+  np.testing.assert_array_equal(restart, seed0)
+  assert not np.array_equal(restart, seed1)
