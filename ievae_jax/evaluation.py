@@ -6,7 +6,9 @@
   read by a multinomial logistic regression fitted on training features.
 - `within_class_variance_share`: how invariant a representation is (0: it is
   the same for every member of a class).
-- `importance_weighted_bound`: the IWAE bound on log p(x) (Burda et al. 2016).
+- `importance_weighted_bound`: the IWAE bound on log p(x) (Burda et al. 2016);
+  `unlabelled_bound`: the training objective's own U(x), which needs no label (used
+  to choose among restarts of one labelled set, benchmarks/restart_selection.py).
 - `transfer_accuracy`: whether `transfer(x, y')` looks like class y' to an
   independent classifier (passed in as a function; see `reference_classifier`).
 
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ievae_jax import distributions, model
+from ievae_jax import distributions, model, objective
 
 
 def batched(fn: Callable, *arrays: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -178,6 +180,26 @@ def log_importance_weights(params: model.Params, x: jnp.ndarray, key: jax.Array,
   log_p_x = distributions.pixel_log_prob(model.decoder_logits(params, r[y], z), x)
   log_p_y = distributions.class_prior(config.num_classes).log_prob(y)
   return log_p_x + prior.log_prob(z) + log_p_y - log_q_z - q_y.log_prob(y)
+
+
+@jax.jit
+def _unlabelled_bounds(params, x, eps):
+  return objective.unlabelled_bound(params, x, eps)["bound"]
+
+
+def unlabelled_bound(params: model.Params, binary_images: np.ndarray, key: jax.Array,
+                     batch_size: int = 500) -> np.ndarray:
+  """U(x) per image in nats: the bound the unlabelled data train, with the sum over
+  classes exact and one z draw per class hypothesis (objective.unlabelled_bound).
+
+  binary_images (N, H, W, C) in {0, 1} -> (N,). It uses no label, so a mean over
+  unlabelled images can rank runs of one labelled set. Pass the same images and key
+  to every run compared, so they share their noise.
+  """
+  shape = objective.latent_noise_shape(params.config, len(binary_images), labelled=False)
+  eps = np.asarray(jax.random.normal(key, shape))
+  fn = lambda x, e: _unlabelled_bounds(params, jnp.asarray(x, jnp.float32), e)
+  return batched(fn, binary_images, eps, batch_size=batch_size)
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")

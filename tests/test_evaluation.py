@@ -168,3 +168,28 @@ def test_confusion_summary_counts_each_true_predicted_pair():
   few = evaluation.confusion_summary(np.array([0, 1, 1]), np.array([0, 1, 0]), 3, top=5)
   assert few["top_confusions"] == [{"true": 1, "predicted": 0, "count": 1}]
   assert few["per_class_error"] == [0.0, 0.5, None]   # no example of class 2
+
+
+def test_unlabelled_bound_matches_a_per_class_loop_and_ignores_batching():
+  """U(x) = sum_y q(y|x) [log p(x|y,z_y) - KL(q(z|x,r_y) || N(0, I)) + log p(y)] + H(q(y|x)),
+  computed here class by class with the Bernoulli and Gaussian formulas written out."""
+  params = model.init(jax.random.key(0), tiny_model_config())
+  x = _binary(1, (7, 28, 28, 1))                        # 7: not a multiple of the batch size
+  key = jax.random.key(2)
+  got = evaluation.unlabelled_bound(params, x, key, batch_size=3)
+  k = params.config.num_classes
+  eps = np.asarray(jax.random.normal(key, (7, k, params.config.z_dim)))
+  q_y = np.asarray(jax.nn.softmax(model.classify(params, x), -1))
+  r = np.asarray(model.class_representations(params))
+  expected = -np.sum(q_y * np.log(q_y), -1)
+  flat = x.reshape(7, -1)
+  for y in range(k):
+    posterior = model.equivariant_posterior(params, x, np.repeat(r[y:y + 1], 7, 0))
+    mean, scale = np.asarray(posterior.mean()), np.asarray(posterior.stddev())
+    z = mean + scale * eps[:, y]
+    logits = np.asarray(model.decoder_logits(params, np.repeat(r[y:y + 1], 7, 0), z))
+    logits = logits.reshape(7, -1).astype(np.float64)
+    log_p_x = np.sum(flat * -np.logaddexp(0, -logits) + (1 - flat) * -np.logaddexp(0, logits), -1)
+    kl = 0.5 * np.sum(mean ** 2 + scale ** 2 - 1 - 2 * np.log(scale), -1)
+    expected += q_y[:, y] * (log_p_x - kl + np.log(1 / k))
+  np.testing.assert_allclose(got, expected, rtol=1e-4)

@@ -185,3 +185,26 @@ def test_label_seed_keeps_one_labelled_subset_across_restarts(semisup_main, mnis
   assert config.seed == 1
   np.testing.assert_array_equal(restart, seed0)
   assert not np.array_equal(restart, seed1)
+
+
+def test_restart_selection_ranks_runs_of_one_labelled_set_by_u(tmp_path, small_mnist_dir,
+                                                               semisup_main):
+  runs = {"a": ["--seed=0"], "b": ["--seed=1", "--label_seed=0"], "c": ["--seed=2"]}
+  for name, args in runs.items():
+    semisup_main([f"--workdir={tmp_path / name}", f"--data_dir={small_mnist_dir}", "--labels=20",
+                  *SMALL, *args])
+  output = tmp_path / "selection.json"
+  run = _run("benchmarks.restart_selection",
+             "--runs=" + ",".join(f"{n}={tmp_path / n}" for n in runs),
+             f"--data_dir={small_mnist_dir}", "--num_images=50", f"--output={output}")
+  assert run.returncode == 0, run.stderr[-3000:]
+  selection = json.load(open(output))
+  rows, chosen = selection["runs"], selection["chosen"]
+  assert rows["a"]["group"] == rows["b"]["group"] != rows["c"]["group"]
+  best = max("ab", key=lambda n: rows[n]["mean_unlabelled_bound"])
+  other = "b" if best == "a" else "a"
+  assert chosen == {rows["a"]["group"]: best, rows["c"]["group"]: "c"}
+  assert rows[best]["u_below_chosen"] == 0.0
+  gap = rows[best]["mean_unlabelled_bound"] - rows[other]["mean_unlabelled_bound"]
+  assert rows[other]["u_below_chosen"] == pytest.approx(gap, abs=1e-4) and gap > 0
+  assert rows["a"]["num_images"] == 50 and 0 <= rows["a"]["validation_error"] <= 1

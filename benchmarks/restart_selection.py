@@ -1,0 +1,98 @@
+r"""Ranks finished runs of one labelled set by the unlabelled bound, which needs no label.
+
+  python -m benchmarks.restart_selection \
+      --runs=a=runs/bench/restart-a,b=runs/bench/restart-b \
+      --data_dir=../shared/data/mnist --output=benchmarks/results/restart_selection.json
+
+A semi-supervised run can settle on a bad assignment of a whole style of a class
+(benchmarks/results/ACCURACY.md, "Where the errors are"). Restarts of one labelled set
+(`--label_seed` fixed, `--seed` varied) differ in that; the question here is whether
+the model's own objective, U(x) averaged over unlabelled training images, picks the
+better restart without looking at a label beyond the labelled set.
+
+For each run: the mean U(x) of its latest checkpoint over the first --num_images
+images of its unlabelled pool (binarised once with a fixed key; the same noise for
+every run), beside the validation and test errors its results.json recorded (shown,
+never used to choose). Runs are grouped by labelled set (dataset, label count,
+label seed); each group's choice is the run with the highest mean U, and every other
+run's mean gap to it is given with the standard error of that paired difference.
+"""
+
+import collections
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from ievae_jax import checkpointing, data, evaluation, train_lib
+from ievae_jax.config import TrainConfig
+
+flags.DEFINE_list("runs", None, "name=workdir pairs.", required=True)
+flags.DEFINE_string("data_dir", None, "IDX directory (default: $IEVAE_DATA_DIR, else TFDS).")
+flags.DEFINE_integer("num_images", 10000, "Unlabelled images per run (0: the whole pool).")
+flags.DEFINE_string("output", None, "JSON path (optional).")
+FLAGS = flags.FLAGS
+
+
+def _read_results(workdir: str) -> dict:
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    results = json.load(f)
+  return {k: results.get(k) for k in ("validation_error", "test_error", "steps")}
+
+
+def main(argv):
+  del argv
+  if FLAGS.num_images < 0:
+    raise app.UsageError(f"--num_images must be >= 0, got {FLAGS.num_images}.")
+  logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every restore at INFO
+  arrays_by_dataset = {}
+  rows, bounds_of = {}, {}
+  groups = collections.defaultdict(list)
+  for pair in FLAGS.runs:
+    name, workdir = pair.split("=", 1)
+    with open(os.path.join(workdir, checkpointing.CONFIG_FILE)) as f:
+      config = TrainConfig.from_dict(json.load(f))
+    if config.labels is None:
+      raise app.UsageError(f"{workdir} is a supervised run; there is no unlabelled pool.")
+    if config.dataset not in arrays_by_dataset:
+      arrays_by_dataset[config.dataset] = data.load(config.dataset, FLAGS.data_dir)
+    splits = data.make_splits(arrays_by_dataset[config.dataset], config.model.num_classes,
+                              config.labels, config.validation_size,
+                              config.labelled_subset_seed)
+    images = splits.unlabelled_images[:FLAGS.num_images or None]
+    binary = np.asarray(train_lib.pixel_targets(jax.random.key(0), images, config.binarise))
+    bounds = evaluation.unlabelled_bound(checkpointing.load(workdir), binary,
+                                         jax.random.key(1))
+    group = f"{config.dataset}-labels{config.labels}-labelseed{config.labelled_subset_seed}"
+    rows[name] = {"workdir": workdir, "group": group, "seed": config.seed,
+                  "num_images": len(images), "mean_unlabelled_bound": float(bounds.mean()),
+                  "standard_error": float(bounds.std() / np.sqrt(len(bounds))),
+                  **_read_results(workdir)}
+    groups[group].append(name)
+    bounds_of[name] = bounds
+    row = rows[name]
+    print(f"{name} ({group}, seed {config.seed}): mean U {row['mean_unlabelled_bound']:.3f} "
+          f"+- {row['standard_error']:.3f} nats over {len(images)} images; validation error "
+          f"{row.get('validation_error')}, test error {row.get('test_error')}")
+  chosen = {g: max(names, key=lambda n: rows[n]["mean_unlabelled_bound"])
+            for g, names in groups.items()}
+  for group, best in chosen.items():
+    print(f"{group}: chosen by U: {best} (of {', '.join(groups[group])})")
+    for name in groups[group]:   # the same images and noise: a paired difference
+      gap = bounds_of[best] - bounds_of[name]
+      rows[name]["u_below_chosen"] = float(gap.mean())
+      rows[name]["u_below_chosen_standard_error"] = float(gap.std() / np.sqrt(len(gap)))
+      if name != best:
+        print(f"  {name}: U {gap.mean():.3f} +- {gap.std() / np.sqrt(len(gap)):.3f} nats below")
+  if FLAGS.output:
+    checkpointing.write_json_atomically(FLAGS.output, {"runs": rows, "chosen": chosen})
+
+
+if __name__ == "__main__":
+  app.run(main)
