@@ -33,11 +33,21 @@ from ievae_jax.config import TrainConfig
 flags.DEFINE_list("runs", None, "name=workdir pairs.", required=True)
 flags.DEFINE_string("data_dir", None, "IDX directory (default: $IEVAE_DATA_DIR, else TFDS).")
 flags.DEFINE_integer("num_images", 10000, "Unlabelled images per run (0: the whole pool).")
+flags.DEFINE_integer("step", None, "Checkpoint step to rank (default: each run's latest). At "
+                     "a step before the end, the validation error is the one metrics.jsonl "
+                     "logged at that step and there is no test error.")
 flags.DEFINE_string("output", None, "JSON path (optional).")
 FLAGS = flags.FLAGS
 
 
-def _read_results(workdir: str) -> dict:
+def _read_results(workdir: str, step) -> dict:
+  if step is not None:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      logged = [json.loads(line) for line in f]
+    errors = [m["validation_error"] for m in logged
+              if m.get("step") == step and "validation_error" in m]
+    return {"validation_error": errors[-1] if errors else None, "test_error": None,
+            "steps": step}
   path = os.path.join(workdir, "results.json")
   if not os.path.exists(path):
     return {}
@@ -67,13 +77,13 @@ def main(argv):
                               config.labelled_subset_seed)
     images = splits.unlabelled_images[:FLAGS.num_images or None]
     binary = np.asarray(train_lib.pixel_targets(jax.random.key(0), images, config.binarise))
-    bounds = evaluation.unlabelled_bound(checkpointing.load(workdir), binary,
+    bounds = evaluation.unlabelled_bound(checkpointing.load(workdir, FLAGS.step), binary,
                                          jax.random.key(1))
     group = f"{config.dataset}-labels{config.labels}-labelseed{config.labelled_subset_seed}"
     rows[name] = {"workdir": workdir, "group": group, "seed": config.seed,
                   "num_images": len(images), "mean_unlabelled_bound": float(bounds.mean()),
                   "standard_error": float(bounds.std() / np.sqrt(len(bounds))),
-                  **_read_results(workdir)}
+                  **_read_results(workdir, FLAGS.step)}
     groups[group].append(name)
     bounds_of[name] = bounds
     row = rows[name]

@@ -208,3 +208,11 @@ def test_restart_selection_ranks_runs_of_one_labelled_set_by_u(tmp_path, small_m
   gap = rows[best]["mean_unlabelled_bound"] - rows[other]["mean_unlabelled_bound"]
   assert rows[other]["u_below_chosen"] == pytest.approx(gap, abs=1e-4) and gap > 0
   assert rows["a"]["num_images"] == 50 and 0 <= rows["a"]["validation_error"] <= 1
+  at_step = _run("benchmarks.restart_selection", f"--runs=a={tmp_path / 'a'}",
+                 f"--data_dir={small_mnist_dir}", "--num_images=50", "--step=2",
+                 f"--output={output}")
+  assert at_step.returncode == 0, at_step.stderr[-3000:]
+  row = json.load(open(output))["runs"]["a"]
+  logged = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
+  assert row["steps"] == 2 and row["test_error"] is None
+  assert row["validation_error"] == [m for m in logged if m["step"] == 2][-1]["validation_error"]
