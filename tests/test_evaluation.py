@@ -193,3 +193,14 @@ def test_unlabelled_bound_matches_a_per_class_loop_and_ignores_batching():
     kl = 0.5 * np.sum(mean ** 2 + scale ** 2 - 1 - 2 * np.log(scale), -1)
     expected += q_y[:, y] * (log_p_x - kl + np.log(1 / k))
   np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_ink_slant_is_zero_upright_and_the_shear_of_a_leaning_stroke():
+  images = np.zeros((3, 28, 28, 1), np.uint8)
+  rows = np.arange(4, 24)
+  images[0, rows, 14, 0] = 255                                   # upright
+  images[1, rows, np.round(14 + 0.5 * (14 - rows)).astype(int), 0] = 255   # top leans right
+  images[2, rows, np.round(14 - 0.25 * (14 - rows)).astype(int), 0] = 255  # leans left
+  slant = evaluation.ink_slant(images)
+  assert abs(slant[0]) < 1e-12
+  assert slant[1] == pytest.approx(0.5, abs=0.02) and slant[2] == pytest.approx(-0.25, abs=0.02)
