@@ -16,6 +16,9 @@ every run), beside the validation and test errors its results.json recorded (sho
 never used to choose). Runs are grouped by labelled set (dataset, label count,
 label seed); each group's choice is the run with the highest mean U, and every other
 run's mean gap to it is given with the standard error of that paired difference.
+--validation_breakdown splits that gap, measured on the validation images, by which
+of the two runs classifies each image right (this reads validation labels, so it
+explains a choice; it is never part of one).
 """
 
 import collections
@@ -36,6 +39,9 @@ flags.DEFINE_integer("num_images", 10000, "Unlabelled images per run (0: the who
 flags.DEFINE_integer("step", None, "Checkpoint step to rank (default: each run's latest). At "
                      "a step before the end, the validation error is the one metrics.jsonl "
                      "logged at that step and there is no test error.")
+flags.DEFINE_bool("validation_breakdown", False, "Analysis only, never used to choose: also "
+                  "compare U on the validation images, split by which of the two runs "
+                  "classifies each image right, to see where the gap in U comes from.")
 flags.DEFINE_string("output", None, "JSON path (optional).")
 FLAGS = flags.FLAGS
 
@@ -56,13 +62,29 @@ def _read_results(workdir: str, step) -> dict:
   return {k: results.get(k) for k in ("validation_error", "test_error", "steps")}
 
 
+def _paired(gap: np.ndarray) -> dict:
+  n = len(gap)
+  return {"count": n, "mean_gap": float(gap.mean()) if n else None,
+          "standard_error": float(gap.std() / np.sqrt(n)) if n > 1 else None}
+
+
+def _breakdown(chosen, other) -> dict:
+  """U(chosen) - U(other) on validation images, by which run classifies them right."""
+  (u_c, right_c), (u_o, right_o) = chosen, other
+  gap = u_c - u_o
+  return {"all": _paired(gap), "both_right": _paired(gap[right_c & right_o]),
+          "only_chosen_right": _paired(gap[right_c & ~right_o]),
+          "only_other_right": _paired(gap[~right_c & right_o]),
+          "both_wrong": _paired(gap[~right_c & ~right_o])}
+
+
 def main(argv):
   del argv
   if FLAGS.num_images < 0:
     raise app.UsageError(f"--num_images must be >= 0, got {FLAGS.num_images}.")
   logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every restore at INFO
   arrays_by_dataset = {}
-  rows, bounds_of = {}, {}
+  rows, bounds_of, validation_of = {}, {}, {}
   groups = collections.defaultdict(list)
   for pair in FLAGS.runs:
     name, workdir = pair.split("=", 1)
@@ -77,8 +99,14 @@ def main(argv):
                               config.labelled_subset_seed)
     images = splits.unlabelled_images[:FLAGS.num_images or None]
     binary = np.asarray(train_lib.pixel_targets(jax.random.key(0), images, config.binarise))
-    bounds = evaluation.unlabelled_bound(checkpointing.load(workdir, FLAGS.step), binary,
-                                         jax.random.key(1))
+    params = checkpointing.load(workdir, FLAGS.step)
+    bounds = evaluation.unlabelled_bound(params, binary, jax.random.key(1))
+    if FLAGS.validation_breakdown:
+      val = np.asarray(train_lib.pixel_targets(jax.random.key(0), splits.validation_images,
+                                               config.binarise))
+      validation_of[name] = (
+          evaluation.unlabelled_bound(params, val, jax.random.key(1)),
+          evaluation.predict(params, splits.validation_images) == splits.validation_labels)
     group = f"{config.dataset}-labels{config.labels}-labelseed{config.labelled_subset_seed}"
     rows[name] = {"workdir": workdir, "group": group, "seed": config.seed,
                   "num_images": len(images), "mean_unlabelled_bound": float(bounds.mean()),
@@ -100,6 +128,12 @@ def main(argv):
       rows[name]["u_below_chosen_standard_error"] = float(gap.std() / np.sqrt(len(gap)))
       if name != best:
         print(f"  {name}: U {gap.mean():.3f} +- {gap.std() / np.sqrt(len(gap)):.3f} nats below")
+      if name != best and FLAGS.validation_breakdown:
+        split = _breakdown(validation_of[best], validation_of[name])
+        rows[name]["validation_breakdown"] = split
+        print("    validation U(chosen) - U(this), by who is right: " + "; ".join(
+            f"{k} {v['count']}: {v['mean_gap']:.3f} +- {v['standard_error']:.3f}"
+            for k, v in split.items() if v["count"] > 1))
   if FLAGS.output:
     checkpointing.write_json_atomically(FLAGS.output, {"runs": rows, "chosen": chosen})
 

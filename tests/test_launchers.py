@@ -196,7 +196,8 @@ def test_restart_selection_ranks_runs_of_one_labelled_set_by_u(tmp_path, small_m
   output = tmp_path / "selection.json"
   run = _run("benchmarks.restart_selection",
              "--runs=" + ",".join(f"{n}={tmp_path / n}" for n in runs),
-             f"--data_dir={small_mnist_dir}", "--num_images=50", f"--output={output}")
+             f"--data_dir={small_mnist_dir}", "--num_images=50", "--validation_breakdown",
+             f"--output={output}")
   assert run.returncode == 0, run.stderr[-3000:]
   selection = json.load(open(output))
   rows, chosen = selection["runs"], selection["chosen"]
@@ -208,6 +209,10 @@ def test_restart_selection_ranks_runs_of_one_labelled_set_by_u(tmp_path, small_m
   gap = rows[best]["mean_unlabelled_bound"] - rows[other]["mean_unlabelled_bound"]
   assert rows[other]["u_below_chosen"] == pytest.approx(gap, abs=1e-4) and gap > 0
   assert rows["a"]["num_images"] == 50 and 0 <= rows["a"]["validation_error"] <= 1
+  split = rows[other]["validation_breakdown"]
+  parts = ("both_right", "only_chosen_right", "only_other_right", "both_wrong")
+  assert sum(split[p]["count"] for p in parts) == split["all"]["count"] == 100
+  assert "validation_breakdown" not in rows[best]
   at_step = _run("benchmarks.restart_selection", f"--runs=a={tmp_path / 'a'}",
                  f"--data_dir={small_mnist_dir}", "--num_images=50", "--step=2",
                  f"--output={output}")
