@@ -192,8 +192,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
-_DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0, "consistency_weight": 0.0,
-                    "binarise": True,
+_DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
+                    "consistency_weight": 0.0, "binarise": True,
                     "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0}
 

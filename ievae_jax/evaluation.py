@@ -1,8 +1,8 @@
 """Measures of a trained model: the spec's "what it works means" table.
 
 - `classification_error`: argmax q(y | x) against the label; `confusion_summary`:
-  which classes the errors come from.
-  `ink_slant`: how far each image's strokes lean, to see which styles the errors take.
+  which classes the errors come from; `ink_slant`: how far each image's strokes
+  lean, to see which styles the errors take.
 - `fit_linear_probe` / `probe_accuracy`: how much class a representation carries,
   read by a multinomial logistic regression fitted on training features.
 - `within_class_variance_share`: how invariant a representation is (0: it is
@@ -89,13 +89,11 @@ def confusion_summary(labels: np.ndarray, predictions: np.ndarray, num_classes: 
   }
 
 
-# ---- Linear probe -----------------------------------------------------------------
-
-
 def ink_slant(images: np.ndarray) -> np.ndarray:
   """How far the ink leans: -cov(column, row) / var(row) over pixel intensities, the
   shear that would make the image's second moments upright. 0 for an upright
-  stroke, positive when its top leans right. uint8 or float (N, H, W, 1) -> (N,).
+  stroke, positive when its top leans right. uint8 or float (N, H, W, 1) -> (N,);
+  an image without ink gives nan.
   """
   ink = np.asarray(images, np.float64)[..., 0]
   rows, cols = np.mgrid[:ink.shape[1], :ink.shape[2]]
@@ -104,6 +102,9 @@ def ink_slant(images: np.ndarray) -> np.ndarray:
   row_c = rows[None] - moment(rows)[:, None, None]
   col_c = cols[None] - moment(cols)[:, None, None]
   return -moment(col_c * row_c) / moment(row_c ** 2)
+
+
+# ---- Linear probe -----------------------------------------------------------------
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
