@@ -58,6 +58,7 @@ def _slant_report(arrays, num_classes) -> dict:
     seed = config.labelled_subset_seed
     splits = data.make_splits(arrays, num_classes, config.labels, config.validation_size, seed)
     predicted = evaluation.predict(params, splits.validation_images)
+    slant = evaluation.ink_slant(splits.validation_images)
     report[name] = {"workdir": workdir, "label_seed": seed, "classes": {}}
     for c in map(int, FLAGS.classes):
       labelled = evaluation.ink_slant(splits.labelled_images[splits.labelled_labels == c])
@@ -66,7 +67,7 @@ def _slant_report(arrays, num_classes) -> dict:
       for p in np.unique(predicted[of_class]):
         chosen = of_class & (predicted == p)
         by_prediction[int(p)] = {"count": int(chosen.sum()),
-                                 "mean_slant": float(evaluation.ink_slant(splits.validation_images[chosen]).mean())}
+                                 "mean_slant": float(slant[chosen].mean())}
       report[name]["classes"][c] = {
           "labelled_slant": [round(float(v), 3) for v in labelled],
           "validation_by_prediction": by_prediction}
