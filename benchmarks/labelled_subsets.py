@@ -19,16 +19,12 @@ labelled images and the mean slant of the run's validation images of the
 class, grouped by the class the run predicts.
 """
 
-import json
-import logging
-import os
-
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from benchmarks.finished_runs import finished_runs
 from ievae_jax import checkpointing, data, evaluation
-from ievae_jax.config import TrainConfig
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Label seeds, one block each.")
 flags.DEFINE_list("classes", ["1", "7", "8", "9"], "Classes, one row each.")
@@ -43,23 +39,13 @@ flags.DEFINE_string("slant_output", None, "JSON path for the slant measures (opt
 FLAGS = flags.FLAGS
 
 
-def _splits(arrays, num_classes, seed):
-  return data.make_splits(arrays, num_classes, FLAGS.labels, FLAGS.validation_size, seed)
-
-
-def _slant_report(arrays, num_classes) -> dict:
-  logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every restore at INFO
+def _slant_report() -> dict:
   report = {}
-  for pair in FLAGS.runs:
-    name, workdir = pair.split("=", 1)
-    params = checkpointing.load(workdir)
-    with open(os.path.join(workdir, checkpointing.CONFIG_FILE)) as f:
-      config = TrainConfig.from_dict(json.load(f))
-    seed = config.labelled_subset_seed
-    splits = data.make_splits(arrays, num_classes, config.labels, config.validation_size, seed)
-    predicted = evaluation.predict(params, splits.validation_images)
+  for run in finished_runs(FLAGS.runs, FLAGS.data_dir):
+    name, splits, seed = run.name, run.splits, run.config.labelled_subset_seed
+    predicted = evaluation.predict(run.params, splits.validation_images)
     slant = evaluation.ink_slant(splits.validation_images)
-    report[name] = {"workdir": workdir, "label_seed": seed, "classes": {}}
+    report[name] = {"workdir": run.workdir, "label_seed": seed, "classes": {}}
     for c in map(int, FLAGS.classes):
       labelled = evaluation.ink_slant(splits.labelled_images[splits.labelled_labels == c])
       of_class = splits.validation_labels == c
@@ -84,7 +70,7 @@ def main(argv):
   num_classes = data.NUM_CLASSES[FLAGS.dataset]
   rows = []
   for seed in map(int, FLAGS.seeds):
-    splits = _splits(arrays, num_classes, seed)
+    splits = data.make_splits(arrays, num_classes, FLAGS.labels, FLAGS.validation_size, seed)
     for c in map(int, FLAGS.classes):
       images = splits.labelled_images[splits.labelled_labels == c][..., 0]
       rows.append(np.concatenate(list(images), axis=1))
@@ -95,7 +81,7 @@ def main(argv):
   print(f"wrote {FLAGS.output}: seeds {', '.join(FLAGS.seeds)} (top to bottom), classes "
         f"{', '.join(FLAGS.classes)} in each block")
   if FLAGS.runs:
-    report = _slant_report(arrays, num_classes)
+    report = _slant_report()
     if FLAGS.slant_output:
       checkpointing.write_json_atomically(FLAGS.slant_output, report)
 

@@ -23,15 +23,14 @@ explains a choice; it is never part of one).
 
 import collections
 import json
-import logging
 import os
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from ievae_jax import checkpointing, data, evaluation, train_lib
-from ievae_jax.config import TrainConfig
+from benchmarks.finished_runs import finished_runs
+from ievae_jax import checkpointing, evaluation, train_lib
 
 flags.DEFINE_list("runs", None, "name=workdir pairs.", required=True)
 flags.DEFINE_string("data_dir", None, "IDX directory (default: $IEVAE_DATA_DIR, else TFDS).")
@@ -82,30 +81,21 @@ def main(argv):
   del argv
   if FLAGS.num_images < 0:
     raise app.UsageError(f"--num_images must be >= 0, got {FLAGS.num_images}.")
-  logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every restore at INFO
-  arrays_by_dataset = {}
   rows, bounds_of, validation_of = {}, {}, {}
   groups = collections.defaultdict(list)
-  for pair in FLAGS.runs:
-    name, workdir = pair.split("=", 1)
-    with open(os.path.join(workdir, checkpointing.CONFIG_FILE)) as f:
-      config = TrainConfig.from_dict(json.load(f))
+  for run in finished_runs(FLAGS.runs, FLAGS.data_dir, FLAGS.step):
+    name, workdir, config, splits, params = run
     if config.labels is None:
       raise app.UsageError(f"{workdir} is a supervised run; there is no unlabelled pool.")
-    if config.dataset not in arrays_by_dataset:
-      arrays_by_dataset[config.dataset] = data.load(config.dataset, FLAGS.data_dir)
-    splits = data.make_splits(arrays_by_dataset[config.dataset], config.model.num_classes,
-                              config.labels, config.validation_size,
-                              config.labelled_subset_seed)
+    # One binarisation and one z noise (keys 0 and 1) for every run: paired comparisons.
+    binary = lambda images: np.asarray(
+        train_lib.pixel_targets(jax.random.key(0), images, config.binarise))
     images = splits.unlabelled_images[:FLAGS.num_images or None]
-    binary = np.asarray(train_lib.pixel_targets(jax.random.key(0), images, config.binarise))
-    params = checkpointing.load(workdir, FLAGS.step)
-    bounds = evaluation.unlabelled_bound(params, binary, jax.random.key(1))
+    bounds = evaluation.unlabelled_bound(params, binary(images), jax.random.key(1))
     if FLAGS.validation_breakdown:
-      val = np.asarray(train_lib.pixel_targets(jax.random.key(0), splits.validation_images,
-                                               config.binarise))
       validation_of[name] = (
-          evaluation.unlabelled_bound(params, val, jax.random.key(1)),
+          evaluation.unlabelled_bound(params, binary(splits.validation_images),
+                                      jax.random.key(1)),
           evaluation.predict(params, splits.validation_images) == splits.validation_labels)
     group = f"{config.dataset}-labels{config.labels}-labelseed{config.labelled_subset_seed}"
     rows[name] = {"workdir": workdir, "group": group, "seed": config.seed,

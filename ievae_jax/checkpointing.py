@@ -109,14 +109,19 @@ def write_workdir_config(workdir: str, config: TrainConfig) -> None:
   write_json_atomically(os.path.join(workdir, CONFIG_FILE), config.to_dict())
 
 
-def load(workdir: str, step: Optional[int] = None):
-  """The trained `model.Params` saved in `workdir` (latest checkpoint by default)."""
-  from ievae_jax import model, train_lib  # pylint: disable=g-import-not-at-top
+def saved_config(workdir: str) -> TrainConfig:
+  """The TrainConfig a run in `workdir` was made with."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: {workdir} is not an ievae_jax run directory.")
   with open(path) as f:
-    config = TrainConfig.from_dict(json.load(f))
+    return TrainConfig.from_dict(json.load(f))
+
+
+def load(workdir: str, step: Optional[int] = None):
+  """The trained `model.Params` saved in `workdir` (latest checkpoint by default)."""
+  from ievae_jax import model, train_lib  # pylint: disable=g-import-not-at-top
+  config = saved_config(workdir)
   like = jax.eval_shape(lambda: train_lib.create_train_state(jax.random.key(0), config))
   mngr = manager(workdir, config.keep_checkpoints)
   step = mngr.latest_step() if step is None else step

@@ -1,0 +1,32 @@
+"""Finished runs named on a benchmark's command line (`name=workdir` pairs), each with its
+settings, its own data splits and its trained parameters. No flags here, so that any
+benchmark (and the test session) can import it."""
+
+import logging
+from typing import Iterator, List, NamedTuple, Optional
+
+from ievae_jax import checkpointing, data, model
+from ievae_jax.config import TrainConfig
+
+
+class FinishedRun(NamedTuple):
+  name: str
+  workdir: str
+  config: TrainConfig
+  splits: data.Splits    # rebuilt from the config: the run's labels, validation and test
+  params: model.Params   # of the latest checkpoint, or of `step`
+
+
+def finished_runs(pairs: List[str], data_dir: Optional[str],
+                  step: Optional[int] = None) -> Iterator[FinishedRun]:
+  """One FinishedRun per `name=workdir` pair, in order; each dataset is read once."""
+  logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every restore at INFO
+  arrays_by_dataset = {}
+  for pair in pairs:
+    name, workdir = pair.split("=", 1)
+    config = checkpointing.saved_config(workdir)
+    if config.dataset not in arrays_by_dataset:
+      arrays_by_dataset[config.dataset] = data.load(config.dataset, data_dir)
+    splits = data.make_splits(arrays_by_dataset[config.dataset], config.model.num_classes,
+                              config.labels, config.validation_size, config.labelled_subset_seed)
+    yield FinishedRun(name, workdir, config, splits, checkpointing.load(workdir, step))
