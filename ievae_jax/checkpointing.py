@@ -16,6 +16,7 @@ from typing import Any, Optional, Tuple
 import jax
 import orbax.checkpoint as ocp
 
+from ievae_jax import model, step as step_lib
 from ievae_jax.config import ConfigError, ModelConfig, TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -120,9 +121,8 @@ def saved_config(workdir: str) -> TrainConfig:
 
 def load(workdir: str, step: Optional[int] = None):
   """The trained `model.Params` saved in `workdir` (latest checkpoint by default)."""
-  from ievae_jax import model, train_lib  # pylint: disable=g-import-not-at-top
   config = saved_config(workdir)
-  like = jax.eval_shape(lambda: train_lib.create_train_state(jax.random.key(0), config))
+  like = jax.eval_shape(lambda: step_lib.create_train_state(jax.random.key(0), config))
   mngr = manager(workdir, config.keep_checkpoints)
   step = mngr.latest_step() if step is None else step
   if step is None:

@@ -9,7 +9,7 @@ Convention for alpha (named because batches average): every term is a batch
 mean, and alpha multiplies the mean labelled cross-entropy. Kingma et al.'s
 alpha = 0.1 N on the objective summed over the data set then reads alpha =
 0.1 N / N_l (N training examples, N_l labelled), 55 for MNIST-100 with a
-5,000-example validation split carved out of the 60,000. `train_lib` computes
+5,000-example validation split carved out of the 60,000. `step.default_alpha` computes
 that default; `TrainConfig.alpha` overrides it. The semi-supervised launcher
 overrides it with alpha = 550, ten times stronger, chosen on the validation split
 (benchmarks/results/ACCURACY.md).
@@ -136,7 +136,7 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     entropy_weight: weight of H(q(y|x)) in U; 1 is the paper's bound. Above 1,
       q(y|x)'s optimum on an unlabelled x is softmax(L(x, .) / entropy_weight), a
       softer self-labelling (`TrainConfig.entropy_weight`, annealed to 1 by
-      train_lib). A scalar, traced or not. "unlabelled_bound" is always U itself.
+      step.entropy_weight). A scalar, traced or not. "unlabelled_bound" is always U itself.
     consistency_weight: extension beyond the paper (0: off): adds this times the
       mean `consistency` of q(y | image) and q(y | view) over the unlabelled batch
       (`TrainConfig.consistency_weight`). A Python number, not traced: at 0 the

@@ -1,0 +1,136 @@
+"""The training step: a TrainState pytree and its jit-compiled update.
+
+PRNG: the key for step t is fold_in(key(seed), t), split into the keys of the
+labelled and unlabelled binarisation noise and of the latent noise (augmentation
+and the consistency view draw from streams of their own); the data order derives
+from (seed, t) too (see data.py). A run resumed from a checkpoint therefore draws
+exactly the numbers of an uninterrupted one.
+
+Non-finite losses: a step whose loss or gradients are not finite leaves the
+parameters and optimiser state as they were and records its step number in the
+state (`TrainState.nonfinite_step`); the loop in train_lib.py acts on it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from ievae_jax import augmentation, model, objective
+from ievae_jax.config import TrainConfig
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray            # int32 scalar: steps taken
+  params: model.Params
+  opt_state: Any
+  nonfinite_step: jnp.ndarray  # int32: first step (from 1, as logged) with a non-finite loss, or -1
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  if config.lr_schedule == "cosine":
+    learning_rate = optax.schedules.cosine_decay_schedule(config.learning_rate, config.num_steps)
+  else:
+    learning_rate = config.learning_rate
+  return optax.adam(learning_rate)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def create_train_state(key: jax.Array, config: TrainConfig) -> TrainState:
+  """Fresh state for `config`, initialised from `key` (jitted: one compile, not one per op)."""
+  params = model.init(key, config.model)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=make_optimizer(config).init(params),
+                    nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def default_alpha(num_train: int, num_labelled: int) -> float:
+  """Kingma et al.'s alpha = 0.1 N, on batch means: 0.1 * N / N_l (see objective.py)."""
+  return 0.1 * num_train / num_labelled
+
+
+def pixel_targets(key: jax.Array, images: jnp.ndarray, binarise: bool = True) -> jnp.ndarray:
+  """The training step's x: uint8 (B, H, W, C) -> float32 in [0, 1].
+
+  binarise: dynamic binarisation, pixel ~ Bernoulli(intensity), drawn anew each
+  step; otherwise the grey intensities (TrainConfig.binarise).
+  """
+  grey = images.astype(jnp.float32) / 255.0
+  return jax.random.bernoulli(key, grey).astype(jnp.float32) if binarise else grey
+
+
+def entropy_weight(config: TrainConfig, step: jnp.ndarray) -> jnp.ndarray:
+  """Weight of H(q(y|x)) in U at `step`: config.entropy_weight, decaying linearly to 1
+  (the paper's bound) over the first config.entropy_anneal_steps steps (0: constant)."""
+  if config.entropy_anneal_steps == 0:
+    return jnp.asarray(config.entropy_weight, jnp.float32)
+  remaining = jnp.clip(1.0 - step / config.entropy_anneal_steps, 0.0, 1.0)
+  return 1.0 + (config.entropy_weight - 1.0) * remaining
+
+
+def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False):
+  """train_step(state, labelled, unlabelled) -> (state, metrics), jit-compiled, donating state.
+
+  labelled: {"image": uint8 (B_l, H, W, C), "label": int (B_l,)};
+  unlabelled: {"image": uint8 (B_u, H, W, C)} or None.
+  With `vmap_seeds`, several seeds train in one program:
+  train_step(states, labelled, unlabelled, seed_keys) with a leading seed axis S on
+  the states, the batches (S, B, ...) and the keys (S,), each seed exactly its own run.
+  """
+  optimizer = make_optimizer(config)
+
+  def train_step(state: TrainState, labelled: Dict, unlabelled: Optional[Dict],
+                 seed_key: jax.Array):
+    step_key = jax.random.fold_in(seed_key, state.step)
+    key_l, key_u, key_z = jax.random.split(step_key, 3)
+    # Separate stream, so that runs without augmentation draw what they always drew.
+    key_shift_l, key_shift_u = jax.random.split(jax.random.fold_in(step_key, 1))
+    prepare = lambda key, key_shift, images: augmentation.random_shift(
+        key_shift, pixel_targets(key, images, config.binarise), config.augment_shift)
+    labelled = {"image": prepare(key_l, key_shift_l, labelled["image"]),
+                "label": labelled["label"]}
+    if unlabelled is not None:
+      images = unlabelled["image"]
+      unlabelled = {"image": prepare(key_u, key_shift_u, images)}
+      if config.consistency_weight:
+        # A second view: its own binarisation and shift, from a stream of its own.
+        key_view, key_shift_view = jax.random.split(jax.random.fold_in(step_key, 2))
+        unlabelled["view"] = prepare(key_view, key_shift_view, images)
+    grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
+                                     config.kl_weight, entropy_weight(config, state.step),
+                                     config.consistency_weight)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    def update(params, opt_state):
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    # A non-finite step leaves params and optimiser state as they were. A cond, not
+    # a jnp.where over the updated state: the where kept the old and the new state
+    # alive together, so XLA copied the whole optimiser state every step (README,
+    # "Speed"). Under vmap_seeds the cond becomes that select again, per seed.
+    params, opt_state = jax.lax.cond(finite, update, lambda *old: old,
+                                     state.params, state.opt_state)
+    metrics["grad_norm"] = grad_norm
+    metrics["param_norm"] = optax.tree.norm(params)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        nonfinite_step=jnp.where(finite | (state.nonfinite_step >= 0), state.nonfinite_step,
+                                 state.step + 1))
+    return new_state, metrics
+
+  if vmap_seeds:
+    return jax.jit(jax.vmap(train_step), donate_argnums=0)
+  seed_key = jax.random.key(config.seed)
+  return jax.jit(lambda state, labelled, unlabelled: train_step(state, labelled, unlabelled,
+                                                                seed_key), donate_argnums=0)
