@@ -71,9 +71,13 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_integer("augment_shift", base["augment_shift"], "Extension beyond the paper: "
                        "random translation of every training image by up to this many pixels "
                        "per axis; 0 (default) turns it off.")
+  flags.DEFINE_float("augment_shear", base["augment_shear"], "Extension beyond the paper: "
+                     "random horizontal shear (slant) of every training image by up to this "
+                     "much (row offset per row from the middle); 0 (default) turns it off.")
   flags.DEFINE_float("consistency_weight", base["consistency_weight"], "Extension beyond the "
-                     "paper (needs --augment_shift): weight of KL(q(y|x) || q(y|x')) between "
-                     "two random shifts of each unlabelled image (0: off).")
+                     "paper (needs --augment_shift or --augment_shear): weight of "
+                     "KL(q(y|x) || q(y|x')) between two random views of each unlabelled "
+                     "image (0: off).")
   flags.DEFINE_float("entropy_weight", base["entropy_weight"], "Weight of H(q(y|x)) in the "
                      "unlabelled bound at step 0, annealed linearly to 1 (the paper's bound) "
                      "over --entropy_anneal_steps; above 1 softens early self-labelling.")
@@ -182,7 +186,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
       alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
-      consistency_weight=FLAGS.consistency_weight,
+      augment_shear=FLAGS.augment_shear, consistency_weight=FLAGS.consistency_weight,
       binarise=FLAGS.binarise, entropy_weight=FLAGS.entropy_weight,
       entropy_anneal_steps=FLAGS.entropy_anneal_steps,
       log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
@@ -193,7 +197,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
-                    "consistency_weight": 0.0, "binarise": True,
+                    "augment_shear": 0.0, "consistency_weight": 0.0, "binarise": True,
                     "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0}
 

@@ -128,10 +128,15 @@ class TrainConfig:
     augment_shift: extension beyond the paper, 0 (default) to turn off: every
       training image (labelled and unlabelled) is translated by a random integer
       offset of at most this many pixels per axis each step (augmentation.py).
+    augment_shear: extension beyond the paper, 0 (default) to turn off: every
+      training image is sheared horizontally (slanted) by an amount drawn uniformly
+      from [-augment_shear, augment_shear] each step, before binarisation (row i
+      moves by amount * (middle row - i) pixels; augmentation.shear).
     consistency_weight: extension beyond the paper, 0 (default) to turn off; needs
-      augment_shift > 0. Adds consistency_weight * mean KL(q(y | x) || q(y | x')) over
-      the unlabelled batch, x' a second random shift of the same image (its own
-      binarisation too) and q(y | x) held fixed as the target (objective.loss).
+      augment_shift > 0 or augment_shear > 0. Adds consistency_weight * mean
+      KL(q(y | x) || q(y | x')) over the unlabelled batch, x' a second random view
+      of the same image (its own shift, shear and binarisation) and q(y | x) held
+      fixed as the target (objective.loss).
     entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,
       decaying linearly to 1 (the paper's bound) over entropy_anneal_steps steps (0:
       held for the whole run). Above 1 it softens early self-labelling: q(y | x)'s
@@ -160,6 +165,7 @@ class TrainConfig:
   alpha: Optional[float] = None
   kl_weight: float = 1.0
   augment_shift: int = 0
+  augment_shear: float = 0.0
   consistency_weight: float = 0.0
   binarise: bool = True
   entropy_weight: float = 1.0
@@ -200,9 +206,12 @@ class TrainConfig:
                         f"{self.augment_shift!r}; 2 is a common choice for MNIST, 0 turns it off.")
     if not self.consistency_weight >= 0:
       raise ConfigError(f"--consistency_weight must be >= 0, got {self.consistency_weight}.")
-    if self.consistency_weight > 0 and self.augment_shift == 0:
-      raise ConfigError("--consistency_weight compares q(y|x) across random shifts of x; "
-                        "set --augment_shift too (e.g. --augment_shift=2).")
+    if not 0 <= self.augment_shear <= 1:
+      raise ConfigError(f"--augment_shear must be in [0, 1], got {self.augment_shear!r}; 0.5 "
+                        "covers most MNIST slants, 0 turns it off.")
+    if self.consistency_weight > 0 and self.augment_shift == 0 and self.augment_shear == 0:
+      raise ConfigError("--consistency_weight compares q(y|x) across random views of x; "
+                        "set --augment_shift or --augment_shear too (e.g. --augment_shift=2).")
     k = self.model.num_classes
     if self.labels is not None:
       if self.labels < k or self.labels % k:

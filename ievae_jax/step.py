@@ -55,13 +55,18 @@ def default_alpha(num_train: int, num_labelled: int) -> float:
   return 0.1 * num_train / num_labelled
 
 
-def pixel_targets(key: jax.Array, images: jnp.ndarray, binarise: bool = True) -> jnp.ndarray:
+def pixel_targets(key: jax.Array, images: jnp.ndarray, binarise: bool = True,
+                  shear_key: Optional[jax.Array] = None, max_shear: float = 0.0) -> jnp.ndarray:
   """The training step's x: uint8 (B, H, W, C) -> float32 in [0, 1].
 
   binarise: dynamic binarisation, pixel ~ Bernoulli(intensity), drawn anew each
   step; otherwise the grey intensities (TrainConfig.binarise).
+  max_shear > 0 (an extension, TrainConfig.augment_shear): the grey image is first
+  sheared by an amount drawn from shear_key (`augmentation.random_shear`), so that
+  binarisation sees the interpolated intensities.
   """
   grey = images.astype(jnp.float32) / 255.0
+  grey = augmentation.random_shear(shear_key, grey, max_shear)
   return jax.random.bernoulli(key, grey).astype(jnp.float32) if binarise else grey
 
 
@@ -89,19 +94,23 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
                  seed_key: jax.Array):
     step_key = jax.random.fold_in(seed_key, state.step)
     key_l, key_u, key_z = jax.random.split(step_key, 3)
-    # Separate stream, so that runs without augmentation draw what they always drew.
+    # Separate streams, so that runs without augmentation draw what they always drew.
     key_shift_l, key_shift_u = jax.random.split(jax.random.fold_in(step_key, 1))
-    prepare = lambda key, key_shift, images: augmentation.random_shift(
-        key_shift, pixel_targets(key, images, config.binarise), config.augment_shift)
-    labelled = {"image": prepare(key_l, key_shift_l, labelled["image"]),
+    key_shear_l, key_shear_u, key_shear_view = jax.random.split(jax.random.fold_in(step_key, 3), 3)
+
+    def prepare(key, key_shift, key_shear, images):
+      x = pixel_targets(key, images, config.binarise, key_shear, config.augment_shear)
+      return augmentation.random_shift(key_shift, x, config.augment_shift)
+
+    labelled = {"image": prepare(key_l, key_shift_l, key_shear_l, labelled["image"]),
                 "label": labelled["label"]}
     if unlabelled is not None:
       images = unlabelled["image"]
-      unlabelled = {"image": prepare(key_u, key_shift_u, images)}
+      unlabelled = {"image": prepare(key_u, key_shift_u, key_shear_u, images)}
       if config.consistency_weight:
-        # A second view: its own binarisation and shift, from a stream of its own.
+        # A second view: its own binarisation, shift and shear, from streams of its own.
         key_view, key_shift_view = jax.random.split(jax.random.fold_in(step_key, 2))
-        unlabelled["view"] = prepare(key_view, key_shift_view, images)
+        unlabelled["view"] = prepare(key_view, key_shift_view, key_shear_view, images)
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
                                      config.kl_weight, entropy_weight(config, state.step),

@@ -1,11 +1,11 @@
-"""Random translation (augmentation.py) and its use in the training step."""
+"""Random translation and shear (augmentation.py) and their use in the training step."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ievae_jax import augmentation, train_lib
+from ievae_jax import augmentation, evaluation, train_lib
 from ievae_jax.config import ConfigError
 from tests.conftest import tiny_train_config
 
@@ -43,6 +43,44 @@ def test_zero_shift_is_the_identity():
   np.testing.assert_array_equal(augmentation.random_shift(jax.random.key(0), images, 0), images)
 
 
+def _shear_reference(image, amount):
+  """Per-pixel loop: out[i, j] interpolates row i of `image` at column j - amount * (c - i)."""
+  height, width = image.shape
+  out = np.zeros_like(image)
+  for i in range(height):
+    for j in range(width):
+      source = j - amount * ((height - 1) / 2 - i)
+      left = int(np.floor(source))
+      frac = source - left
+      pixel = lambda col: image[i, col] if 0 <= col < width else 0.0
+      out[i, j] = (1 - frac) * pixel(left) + frac * pixel(left + 1)
+  return out
+
+
+def test_shear_matches_a_per_pixel_loop():
+  rng = np.random.default_rng(1)
+  images = rng.uniform(size=(4, 9, 7, 1)).astype(np.float32)
+  amounts = np.array([0.0, 0.37, -0.8, 1.0], np.float32)
+  sheared = np.asarray(augmentation.shear(jnp.asarray(images), jnp.asarray(amounts)))
+  for image, amount, out in zip(images[..., 0], amounts, sheared[..., 0]):
+    np.testing.assert_allclose(out, _shear_reference(image, amount), atol=1e-6)
+  np.testing.assert_allclose(sheared[0], images[0], atol=1e-6)  # amount 0: unchanged
+
+
+def test_random_shear_slants_digits_by_amounts_within_the_limit(small_mnist_dir):
+  """The sheared digit's ink_slant moves by the drawn amount (so the sign convention is
+  ink_slant's: positive leans the top right), each image its own, all within the limit."""
+  from ievae_jax import data
+  images = data.load("mnist", small_mnist_dir)["train_images"][:64].astype(np.float32) / 255
+  sheared = np.asarray(augmentation.random_shear(jax.random.key(5), jnp.asarray(images), 0.4))
+  moved = evaluation.ink_slant(sheared) - evaluation.ink_slant(images)
+  assert np.all(np.abs(moved) <= 0.4 + 0.02)
+  assert moved.min() < -0.25 and moved.max() > 0.25        # spread over the range
+  assert len(np.unique(np.round(moved, 3))) > 50            # independent per image
+  np.testing.assert_allclose(sheared.sum((1, 2, 3)), images.sum((1, 2, 3)), rtol=0.02)  # ink kept
+  np.testing.assert_array_equal(augmentation.random_shear(jax.random.key(0), images, 0.0), images)
+
+
 def test_training_step_with_and_without_augmentation(small_mnist_dir):
   from ievae_jax import data
   arrays = data.load("mnist", small_mnist_dir)
@@ -64,6 +102,12 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
   assert float(metrics["consistency"]) > 0
   np.testing.assert_allclose(float(metrics["loss"]) - 5.0 * float(metrics["consistency"]),
                              losses[2], rtol=1e-5)
+  # Shear alone, with and without consistency: other images, hence another loss.
+  for extra in ({}, {"consistency_weight": 5.0}):
+    config = tiny_train_config(augment_shear=0.5, **extra)
+    state = train_lib.create_train_state(jax.random.key(0), config)
+    _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) != losses[0]
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -73,7 +117,9 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"entropy_weight": 0.0}, "--entropy_weight must be positive"),
     ({"entropy_anneal_steps": -1}, "--entropy_anneal_steps must be an integer >= 0"),
     ({"consistency_weight": -1.0}, "--consistency_weight must be >= 0"),
-    ({"consistency_weight": 1.0}, "set --augment_shift too"),
+    ({"consistency_weight": 1.0}, "set --augment_shift or --augment_shear too"),
+    ({"augment_shear": -0.1}, "--augment_shear must be in [0, 1]"),
+    ({"augment_shear": 1.5}, "--augment_shear must be in [0, 1]"),
 ])
 def test_bad_settings_are_refused(setting, message):
   with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
