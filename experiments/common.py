@@ -86,6 +86,10 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_bool("binarise", base["binarise"], "Draw binary pixels from the grey levels "
                     "each step (dynamic binarisation); --nobinarise uses the grey levels "
                     "themselves as Bernoulli targets.")
+  flags.DEFINE_enum("classifier_input", base["classifier_input"], ["binary", "grey"],
+                    "What q(y|x) reads in training: binary (the binarised x the likelihood "
+                    "scores) or grey (the grey levels x was drawn from; what evaluation "
+                    "classifies).")
   flags.DEFINE_string("model", base["kind"], "ievae (default) | m2 (Kingma et al. 2014's M2, "
                       "one-hot y) | vae (one latent, no class; unsupervised).")
   flags.DEFINE_integer("z_dim", None, "Size of the equivariant latent z; default "
@@ -187,7 +191,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
       augment_shear=FLAGS.augment_shear, consistency_weight=FLAGS.consistency_weight,
-      binarise=FLAGS.binarise, entropy_weight=FLAGS.entropy_weight,
+      binarise=FLAGS.binarise, classifier_input=FLAGS.classifier_input,
+      entropy_weight=FLAGS.entropy_weight,
       entropy_anneal_steps=FLAGS.entropy_anneal_steps,
       log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
       checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints)
@@ -198,7 +203,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
                     "augment_shear": 0.0, "consistency_weight": 0.0, "binarise": True,
-                    "entropy_weight": 1.0, "entropy_anneal_steps": 0}
+                    "classifier_input": "binary", "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0}
 
 

@@ -18,6 +18,7 @@ ROUTINGS = ("conditional", "strict")
 LIKELIHOODS = ("bernoulli",)
 DATASETS = ("mnist", "fashion_mnist")
 LR_SCHEDULES = ("constant", "cosine")
+CLASSIFIER_INPUTS = ("binary", "grey")
 
 
 class ConfigError(ValueError):
@@ -145,6 +146,11 @@ class TrainConfig:
       from Bernoulli(intensity), so x is binary as the Bernoulli likelihood assumes.
       False: the grey intensities in [0, 1] themselves are the Bernoulli targets
       (the cross-entropy reading common in VAE code) and the classifier sees them.
+    classifier_input: what q(y | x) reads in training. "binary" (default): the
+      binarised x the likelihood scores; "grey": the grey levels that x was drawn
+      from (after the same shift and shear). Evaluation always classifies grey
+      levels, so "grey" trains the classifier on the input it is tested on. Either
+      way L and U stay lower bounds on log p(x): q may condition on anything.
     log_every, eval_every, checkpoint_every: rhythm, in steps, of progress logs,
       validation error and checkpoints.
     keep_checkpoints: how many of the latest checkpoints to keep.
@@ -168,6 +174,7 @@ class TrainConfig:
   augment_shear: float = 0.0
   consistency_weight: float = 0.0
   binarise: bool = True
+  classifier_input: str = "binary"
   entropy_weight: float = 1.0
   entropy_anneal_steps: int = 0
   log_every: int = 500
@@ -212,6 +219,9 @@ class TrainConfig:
     if self.consistency_weight > 0 and self.augment_shift == 0 and self.augment_shear == 0:
       raise ConfigError("--consistency_weight compares q(y|x) across random views of x; "
                         "set --augment_shift or --augment_shear too (e.g. --augment_shift=2).")
+    if self.classifier_input not in CLASSIFIER_INPUTS:
+      raise ConfigError(f"Unknown classifier_input {self.classifier_input!r}; use one of "
+                        f"{', '.join(CLASSIFIER_INPUTS)}.")
     k = self.model.num_classes
     if self.labels is not None:
       if self.labels < k or self.labels % k:

@@ -72,12 +72,15 @@ def labelled_elbo(params: Params, x: jnp.ndarray, y: jnp.ndarray, eps: jnp.ndarr
 
 def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
                      kl_weight: float = 1.0,
-                     dropout_key: Optional[jax.Array] = None) -> Metrics:
+                     dropout_key: Optional[jax.Array] = None,
+                     classifier_x: Optional[jnp.ndarray] = None) -> Metrics:
   """U(x), with the sum over classes exact and vectorised.
 
   x (B, H, W, C); eps (B, K, z_dim), or (B, z_dim) under the strict routing.
   kl_weight scales the KL inside each L(x, y) as in `labelled_elbo`; dropout_key
-  (training) is passed to `model.classify`.
+  (training) is passed to `model.classify`. classifier_x (B, H, W, C), if given, is
+  what q(y | .) reads instead of x (the grey levels behind a binarised x; any q
+  leaves U a lower bound on log p(x)).
   Returns "bound" (B,), "entropy" (B,), "class_elbo" (B, K), which is L(x, y)
   for every class y, and "class_logits" (B, K), the logits of q(y | x).
   """
@@ -88,7 +91,7 @@ def unlabelled_bound(params: Params, x: jnp.ndarray, eps: jnp.ndarray,
   reconstruction, kl = _elbo_terms(params, x[:, None], r_all, eps)  # (B, K) each
   log_prior_y = distributions.class_prior(num_classes).log_prob(jnp.arange(num_classes))
   class_elbo = reconstruction - kl_weight * kl + log_prior_y
-  logits = model.classify(params, x, dropout_key)
+  logits = model.classify(params, x if classifier_x is None else classifier_x, dropout_key)
   q_y = distributions.class_posterior(logits)
   bound = jnp.sum(q_y.probs * class_elbo, axis=-1) + q_y.entropy()
   return {"bound": bound, "entropy": q_y.entropy(), "class_elbo": class_elbo,
@@ -125,9 +128,12 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   """J, the training loss to minimise, and its terms.
 
   Args:
-    labelled: {"image": (B_l, H, W, C) in {0, 1}, "label": (B_l,) int}.
-    unlabelled: {"image": (B_u, H, W, C)}, or None for supervised training; with
-      consistency_weight > 0 also "view": a second view of the same images.
+    labelled: {"image": (B_l, H, W, C) in {0, 1}, "label": (B_l,) int}, and
+      optionally "classifier_image" (B_l, H, W, C): what q(y | .) reads instead of
+      "image" (`TrainConfig.classifier_input`).
+    unlabelled: {"image": (B_u, H, W, C)} and optionally "classifier_image", or None
+      for supervised training; with consistency_weight > 0 also "view": a second view
+      of the same images, as the classifier reads it.
     key: the PRNG key of the latent noise (and of the classifier's dropout, if any).
     alpha: weight of the mean labelled cross-entropy (see the module docstring).
     kl_weight: weight of KL(q(z | .) || p(z)) in L and U; 1 is the paper's bound.
@@ -153,7 +159,7 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   x_l, y_l = labelled["image"], labelled["label"]
   eps_l = jax.random.normal(key_labelled, latent_noise_shape(config, x_l.shape[0], True))
   terms = labelled_elbo(params, x_l, y_l, eps_l, kl_weight)
-  logits = model.classify(params, x_l, dropout_labelled)
+  logits = model.classify(params, labelled.get("classifier_image", x_l), dropout_labelled)
   cross_entropy = -distributions.class_posterior(logits).log_prob(y_l)
   total = -jnp.mean(terms["elbo"]) + alpha * jnp.mean(cross_entropy)
   metrics = {
@@ -166,7 +172,8 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
   if unlabelled is not None:
     x_u = unlabelled["image"]
     eps_u = jax.random.normal(key_unlabelled, latent_noise_shape(config, x_u.shape[0], False))
-    u_terms = unlabelled_bound(params, x_u, eps_u, kl_weight, dropout_unlabelled)
+    u_terms = unlabelled_bound(params, x_u, eps_u, kl_weight, dropout_unlabelled,
+                               unlabelled.get("classifier_image"))
     weighted = u_terms["bound"] + (entropy_weight - 1.0) * u_terms["entropy"]
     total = total - jnp.mean(weighted)
     metrics["unlabelled_bound"] = jnp.mean(u_terms["bound"])

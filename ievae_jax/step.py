@@ -79,6 +79,23 @@ def entropy_weight(config: TrainConfig, step: jnp.ndarray) -> jnp.ndarray:
   return 1.0 + (config.entropy_weight - 1.0) * remaining
 
 
+def training_view(config: TrainConfig, images: jnp.ndarray, key: jax.Array,
+                  shift_key: jax.Array, shear_key: jax.Array) -> Dict[str, jnp.ndarray]:
+  """One random view of uint8 images (B, H, W, C), as a step trains on it.
+
+  Returns {"image": x, float32 (B, H, W, C)}, the likelihood's target (binarised
+  unless config.binarise is False, then sheared and shifted if those extensions are
+  on) and, when config.classifier_input is "grey", "classifier_image": the grey
+  levels x was drawn from, under the same shear and shift.
+  """
+  grey = pixel_targets(key, images, False, shear_key, config.augment_shear)
+  x = jax.random.bernoulli(key, grey).astype(jnp.float32) if config.binarise else grey
+  view = {"image": augmentation.random_shift(shift_key, x, config.augment_shift)}
+  if config.classifier_input == "grey":
+    view["classifier_image"] = augmentation.random_shift(shift_key, grey, config.augment_shift)
+  return view
+
+
 def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False):
   """train_step(state, labelled, unlabelled) -> (state, metrics), jit-compiled, donating state.
 
@@ -98,19 +115,16 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
     key_shift_l, key_shift_u = jax.random.split(jax.random.fold_in(step_key, 1))
     key_shear_l, key_shear_u, key_shear_view = jax.random.split(jax.random.fold_in(step_key, 3), 3)
 
-    def prepare(key, key_shift, key_shear, images):
-      x = pixel_targets(key, images, config.binarise, key_shear, config.augment_shear)
-      return augmentation.random_shift(key_shift, x, config.augment_shift)
-
-    labelled = {"image": prepare(key_l, key_shift_l, key_shear_l, labelled["image"]),
-                "label": labelled["label"]}
+    labelled = dict(training_view(config, labelled["image"], key_l, key_shift_l, key_shear_l),
+                    label=labelled["label"])
     if unlabelled is not None:
       images = unlabelled["image"]
-      unlabelled = {"image": prepare(key_u, key_shift_u, key_shear_u, images)}
+      unlabelled = training_view(config, images, key_u, key_shift_u, key_shear_u)
       if config.consistency_weight:
         # A second view: its own binarisation, shift and shear, from streams of its own.
         key_view, key_shift_view = jax.random.split(jax.random.fold_in(step_key, 2))
-        unlabelled["view"] = prepare(key_view, key_shift_view, key_shear_view, images)
+        view = training_view(config, images, key_view, key_shift_view, key_shear_view)
+        unlabelled["view"] = view.get("classifier_image", view["image"])
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
                                      config.kl_weight, entropy_weight(config, state.step),

@@ -120,6 +120,7 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"consistency_weight": 1.0}, "set --augment_shift or --augment_shear too"),
     ({"augment_shear": -0.1}, "--augment_shear must be in [0, 1]"),
     ({"augment_shear": 1.5}, "--augment_shear must be in [0, 1]"),
+    ({"classifier_input": "colour"}, "Unknown classifier_input 'colour'; use one of binary, grey"),
 ])
 def test_bad_settings_are_refused(setting, message):
   with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
@@ -137,3 +138,45 @@ def test_pixel_targets_binary_draws_and_grey_levels():
   # Each pixel is Bernoulli(intensity): over 14,400 draws the mean matches to ~3 sigma.
   assert abs(binary.mean() - grey.mean()) < 3 * 0.5 / np.sqrt(binary.size)
   assert np.corrcoef(binary.ravel(), grey.ravel())[0, 1] > 0.5
+
+
+def test_grey_classifier_input_is_the_same_view_before_binarisation():
+  """classifier_input="grey": the classifier's image is the grey view (same shift and
+  shear) that the binary x was drawn from; without binarisation the two are one image."""
+  from ievae_jax import step
+  images = jnp.asarray(np.random.default_rng(2).integers(0, 256, size=(64, 28, 28, 1)), jnp.uint8)
+  keys = [jax.random.key(i) for i in range(3)]
+  config = tiny_train_config(augment_shift=2, augment_shear=0.5, classifier_input="grey")
+  view = step.training_view(config, images, *keys)
+  binary, grey = np.asarray(view["image"]), np.asarray(view["classifier_image"])
+  assert set(np.unique(binary)) <= {0.0, 1.0} and len(np.unique(grey)) > 100
+  # Each binary pixel was drawn from the grey pixel at the same place.
+  assert not binary[grey == 0].any() and binary[grey >= 1 - 1e-6].all()
+  inside = (grey > 0.05) & (grey < 0.95)
+  assert abs(binary[inside].mean() - grey[inside].mean()) < 0.02
+  # The binary image is the one classifier_input="binary" trains on, with no extra key.
+  plain = step.training_view(tiny_train_config(augment_shift=2, augment_shear=0.5), images, *keys)
+  assert set(plain) == {"image"}
+  np.testing.assert_array_equal(plain["image"], binary)
+  grey_only = step.training_view(tiny_train_config(augment_shift=2, binarise=False,
+                                                   classifier_input="grey"), images, *keys)
+  np.testing.assert_array_equal(grey_only["image"], grey_only["classifier_image"])
+
+
+def test_training_step_with_grey_classifier_input(small_mnist_dir):
+  """The step passes the grey view to the classifier: the same loss as "binary" when x is
+  not binarised (x is then the grey view), another loss when it is."""
+  from ievae_jax import data
+  arrays = data.load("mnist", small_mnist_dir)
+  labelled = {"image": arrays["train_images"][:10],
+              "label": arrays["train_labels"][:10].astype(np.int32)}
+  unlabelled = {"image": arrays["train_images"][10:20]}
+  losses = {}
+  for binarise in (True, False):
+    for source in ("binary", "grey"):
+      config = tiny_train_config(augment_shift=1, binarise=binarise, classifier_input=source)
+      state = train_lib.create_train_state(jax.random.key(0), config)
+      _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
+      losses[binarise, source] = float(metrics["loss"])
+  assert losses[False, "grey"] == losses[False, "binary"]
+  assert np.isfinite(losses[True, "grey"]) and losses[True, "grey"] != losses[True, "binary"]

@@ -260,3 +260,30 @@ def test_consistency_adds_weighted_kl_between_the_two_views():
   grad_view = jax.grad(lambda v: jnp.mean(objective.consistency(target, v)))(
       jnp.asarray(log_q, jnp.float32))
   assert np.abs(grad_view).max() > 1e-4
+
+
+def test_classifier_image_is_what_q_y_reads_and_leaves_the_elbo_alone():
+  """With "classifier_image" in the batches, q(y | .) reads it in both the labelled
+  cross-entropy and U; the ELBO terms still score "image". Checked in numpy."""
+  params = _params()
+  labelled, unlabelled = _labelled_and_unlabelled([1, 3, 5, 7])
+  rng = np.random.default_rng(4)
+  grey_l, grey_u = (jnp.asarray(rng.random((4, 28, 28, 1)), jnp.float32) for _ in range(2))
+  key = jax.random.key(3)
+  _, plain = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
+  _, metrics = objective.loss(params, dict(labelled, classifier_image=grey_l),
+                              dict(unlabelled, classifier_image=grey_u), key, alpha=2.0)
+  np.testing.assert_allclose(metrics["labelled_elbo"], plain["labelled_elbo"], rtol=1e-6)
+  log_q_l = _np_log_softmax(model.classify(params, grey_l))
+  np.testing.assert_allclose(metrics["cross_entropy"],
+                             -np.mean(log_q_l[np.arange(4), [1, 3, 5, 7]]), rtol=1e-5)
+  assert abs(float(metrics["cross_entropy"]) - float(plain["cross_entropy"])) > 1e-4
+  # U = sum_y q(y | grey) L(x, y) + H(q(y | grey)), with L(x, y) from the binary x.
+  eps = jax.random.normal(jax.random.key(8), (4, K, params.config.z_dim))
+  class_elbo = np.asarray(objective.unlabelled_bound(params, unlabelled["image"], eps)["class_elbo"])
+  log_q_u = _np_log_softmax(model.classify(params, grey_u))
+  q_u = np.exp(log_q_u)
+  expected = np.sum(q_u * class_elbo, 1) - np.sum(q_u * log_q_u, 1)
+  bound = objective.unlabelled_bound(params, unlabelled["image"], eps, classifier_x=grey_u)
+  np.testing.assert_allclose(bound["bound"], expected, rtol=1e-5)
+  np.testing.assert_allclose(bound["class_elbo"], class_elbo, rtol=1e-6)
