@@ -2,6 +2,7 @@
 settings, its own data splits and its trained parameters. No flags here, so that any
 benchmark (and the test session) can import it."""
 
+import contextlib
 import logging
 from typing import Iterator, List, NamedTuple, Optional
 
@@ -17,10 +18,21 @@ class FinishedRun(NamedTuple):
   params: model.Params   # of the latest checkpoint, or of `step`
 
 
+@contextlib.contextmanager
+def _absl_warnings_only():
+  """orbax logs every restore at INFO through absl; quiet it for the restore alone."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.WARNING)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 def finished_runs(pairs: List[str], data_dir: Optional[str],
                   step: Optional[int] = None) -> Iterator[FinishedRun]:
   """One FinishedRun per `name=workdir` pair, in order; each dataset is read once."""
-  logging.getLogger("absl").setLevel(logging.WARNING)   # orbax logs every restore at INFO
   arrays_by_dataset = {}
   for pair in pairs:
     name, workdir = pair.split("=", 1)
@@ -29,4 +41,6 @@ def finished_runs(pairs: List[str], data_dir: Optional[str],
       arrays_by_dataset[config.dataset] = data.load(config.dataset, data_dir)
     splits = data.make_splits(arrays_by_dataset[config.dataset], config.model.num_classes,
                               config.labels, config.validation_size, config.labelled_subset_seed)
-    yield FinishedRun(name, workdir, config, splits, checkpointing.load(workdir, step))
+    with _absl_warnings_only():
+      params = checkpointing.load(workdir, step)
+    yield FinishedRun(name, workdir, config, splits, params)

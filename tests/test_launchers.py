@@ -221,3 +221,26 @@ def test_restart_selection_ranks_runs_of_one_labelled_set_by_u(tmp_path, small_m
   logged = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
   assert row["steps"] == 2 and row["test_error"] is None
   assert row["validation_error"] == [m for m in logged if m["step"] == 2][-1]["validation_error"]
+
+
+def test_finished_runs_loads_each_run_and_leaves_logging_as_it_was(tmp_path, small_mnist_dir,
+                                                                  semisup_main):
+  import logging
+  import jax
+  from benchmarks.finished_runs import finished_runs
+  from ievae_jax import checkpointing
+  semisup_main([f"--workdir={tmp_path / 'a'}", f"--data_dir={small_mnist_dir}", "--labels=20",
+                *SMALL])
+  absl_logger = logging.getLogger("absl")
+  before = absl_logger.level
+  absl_logger.setLevel(logging.INFO)
+  try:
+    runs = list(finished_runs([f"a={tmp_path / 'a'}"], small_mnist_dir, step=2))
+    assert absl_logger.level == logging.INFO
+  finally:
+    absl_logger.setLevel(before)
+  (run,) = runs
+  assert run.name == "a" and run.config.labels == 20 and len(run.splits.labelled_labels) == 20
+  expected = checkpointing.load(str(tmp_path / "a"), 2)
+  for got, want in zip(jax.tree.leaves(run.params), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(got, want)
