@@ -83,10 +83,10 @@ def training_view(config: TrainConfig, images: jnp.ndarray, key: jax.Array,
                   shift_key: jax.Array, shear_key: jax.Array) -> Dict[str, jnp.ndarray]:
   """One random view of uint8 images (B, H, W, C), as a step trains on it.
 
-  Returns {"image": x, float32 (B, H, W, C)}, the likelihood's target (binarised
-  unless config.binarise is False, then sheared and shifted if those extensions are
-  on) and, when config.classifier_input is "grey", "classifier_image": the grey
-  levels x was drawn from, under the same shear and shift.
+  Returns {"image": x}, the likelihood's target, float32 (B, H, W, C): the grey
+  levels, sheared (augment_shear), binarised (unless binarise is False), shifted
+  (augment_shift); and, when classifier_input is "grey", "classifier_image": the
+  grey levels x was drawn from, under the same shear and shift.
   """
   grey = pixel_targets(key, images, False, shear_key, config.augment_shear)
   x = jax.random.bernoulli(key, grey).astype(jnp.float32) if config.binarise else grey
