@@ -55,6 +55,17 @@ def default_alpha(num_train: int, num_labelled: int) -> float:
   return 0.1 * num_train / num_labelled
 
 
+def _sheared_grey(images: jnp.ndarray, shear_key: Optional[jax.Array],
+                  max_shear: float) -> jnp.ndarray:
+  """uint8 (B, H, W, C) -> float32 grey levels in [0, 1], randomly sheared if max_shear > 0."""
+  return augmentation.random_shear(shear_key, images.astype(jnp.float32) / 255.0, max_shear)
+
+
+def _draw_pixels(key: jax.Array, grey: jnp.ndarray, binarise: bool) -> jnp.ndarray:
+  """Dynamic binarisation, pixel ~ Bernoulli(grey level); the grey levels if not binarise."""
+  return jax.random.bernoulli(key, grey).astype(jnp.float32) if binarise else grey
+
+
 def pixel_targets(key: jax.Array, images: jnp.ndarray, binarise: bool = True,
                   shear_key: Optional[jax.Array] = None, max_shear: float = 0.0) -> jnp.ndarray:
   """The training step's x: uint8 (B, H, W, C) -> float32 in [0, 1].
@@ -65,9 +76,7 @@ def pixel_targets(key: jax.Array, images: jnp.ndarray, binarise: bool = True,
   sheared by an amount drawn from shear_key (`augmentation.random_shear`), so that
   binarisation sees the interpolated intensities.
   """
-  grey = images.astype(jnp.float32) / 255.0
-  grey = augmentation.random_shear(shear_key, grey, max_shear)
-  return jax.random.bernoulli(key, grey).astype(jnp.float32) if binarise else grey
+  return _draw_pixels(key, _sheared_grey(images, shear_key, max_shear), binarise)
 
 
 def entropy_weight(config: TrainConfig, step: jnp.ndarray) -> jnp.ndarray:
@@ -88,8 +97,8 @@ def training_view(config: TrainConfig, images: jnp.ndarray, key: jax.Array,
   (augment_shift); and, when classifier_input is "grey", "classifier_image": the
   grey levels x was drawn from, under the same shear and shift.
   """
-  grey = pixel_targets(key, images, False, shear_key, config.augment_shear)
-  x = jax.random.bernoulli(key, grey).astype(jnp.float32) if config.binarise else grey
+  grey = _sheared_grey(images, shear_key, config.augment_shear)
+  x = _draw_pixels(key, grey, config.binarise)
   view = {"image": augmentation.random_shift(shift_key, x, config.augment_shift)}
   if config.classifier_input == "grey":
     view["classifier_image"] = augmentation.random_shift(shift_key, grey, config.augment_shift)

@@ -278,6 +278,9 @@ def test_classifier_image_is_what_q_y_reads_and_leaves_the_elbo_alone():
   np.testing.assert_allclose(metrics["cross_entropy"],
                              -np.mean(log_q_l[np.arange(4), [1, 3, 5, 7]]), rtol=1e-5)
   assert abs(float(metrics["cross_entropy"]) - float(plain["cross_entropy"])) > 1e-4
+  log_q_loss = _np_log_softmax(model.classify(params, grey_u))
+  np.testing.assert_allclose(metrics["unlabelled_entropy"],
+                             -np.mean(np.sum(np.exp(log_q_loss) * log_q_loss, 1)), rtol=1e-5)
   # U = sum_y q(y | grey) L(x, y) + H(q(y | grey)), with L(x, y) from the binary x.
   eps = jax.random.normal(jax.random.key(8), (4, K, params.config.z_dim))
   class_elbo = np.asarray(objective.unlabelled_bound(params, unlabelled["image"], eps)["class_elbo"])
