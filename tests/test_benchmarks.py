@@ -42,3 +42,45 @@ def test_step_ab_exports_the_baseline_as_a_separate_package(tmp_path, monkeypatc
   finally:
     for name in [m for m in sys.modules if m.startswith(step_ab.ALIAS)]:
       del sys.modules[name]
+
+
+def test_option_cost_starts_from_the_launchers_defaults():
+  """The benchmark's baseline step is the one `python -m experiments.mnist_semisup` trains."""
+  import dataclasses
+  from absl import flags
+  from experiments import common, mnist_semisup  # pylint: disable=unused-import
+  from benchmarks import option_cost
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["mnist_semisup"])
+  launcher = dataclasses.replace(common.config_from_flags(supervised=False), data_dir=None)
+  assert option_cost.launcher_defaults() == launcher
+
+
+def test_option_cost_variants_change_only_their_own_settings():
+  import dataclasses
+  import pytest
+  from benchmarks import option_cost
+  defaults = dataclasses.asdict(option_cost.variant_config("defaults"))
+  for name, settings in option_cost.VARIANTS.items():
+    changed = {k: v for k, v in dataclasses.asdict(option_cost.variant_config(name)).items()
+               if defaults[k] != v}
+    assert changed == settings, name
+  with pytest.raises(ValueError, match="Unknown variant 'gray'"):
+    option_cost.variant_config("gray")
+
+
+def test_option_cost_times_each_variant_against_the_defaults(tmp_path, capsys):
+  from absl.testing import flagsaver
+  from benchmarks import option_cost
+  output = tmp_path / "cost.json"
+  with flagsaver.flagsaver(variants=["grey"], windows=2, steps_per_window=1,
+                           cost_output=str(output)):
+    option_cost.main([])
+  result = json.loads(output.read_text())
+  assert sorted(result["variants"]) == ["defaults", "grey"]
+  assert result["variants"]["defaults"]["relative_cost"] == 1.0
+  grey = result["variants"]["grey"]
+  assert grey["settings"] == {"classifier_input": "grey"}
+  assert len(grey["window_ms"]) == 2 and all(t > 0 for t in grey["window_ms"])
+  assert grey["relative_cost"] == grey["ms_per_step"] / result["variants"]["defaults"]["ms_per_step"]
+  assert "grey" in capsys.readouterr().out

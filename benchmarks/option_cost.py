@@ -1,0 +1,115 @@
+r"""What each training option costs per step, beside the launcher's defaults, in one run.
+
+  python -m benchmarks.option_cost --cost_output=benchmarks/results/option_cost_cpu.json
+
+The step is `experiments.mnist_semisup`'s at its defaults (IE-VAE, MLP encoder and
+decoder, conv classifier, alpha 550, 100 labelled + 100 unlabelled random images of
+`benchmarks/throughput._batches`), and the same step with each option of --variants
+switched on. Every step is compiled first, then all are timed in alternating windows
+(--windows of --steps_per_window steps), so that load on a shared machine hits them
+alike. Printed and written: the median ms per step, examples/s and `relative_cost`
+(ms per step over the defaults' ms per step, from the same run).
+"""
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+
+from benchmarks import throughput
+from experiments import common
+from ievae_jax import config as config_lib, train_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("variants", ["grey", "shift2", "shear05", "shift2_shear05_consistency550",
+                               "shift2_shear05_consistency550_grey"],
+                  "Settings to time beside the defaults (names of VARIANTS).")
+flags.DEFINE_string("cost_output", None, "JSON path (optional).")
+
+# name -> TrainConfig fields that differ from the launcher's defaults.
+VARIANTS = {
+    "defaults": {},
+    "grey": {"classifier_input": "grey"},
+    "shift2": {"augment_shift": 2},
+    "shear05": {"augment_shear": 0.5},
+    "shift2_shear05_consistency550": {"augment_shift": 2, "augment_shear": 0.5,
+                                      "consistency_weight": 550.0},
+    "shift2_shear05_consistency550_grey": {"augment_shift": 2, "augment_shear": 0.5,
+                                           "consistency_weight": 550.0,
+                                           "classifier_input": "grey"},
+}
+
+
+def launcher_defaults() -> config_lib.TrainConfig:
+  """The TrainConfig of `python -m experiments.mnist_semisup` without flags (data aside)."""
+  defaults = common.SEMISUP_DEFAULTS
+  model_fields = {f.name for f in dataclasses.fields(config_lib.ModelConfig)}
+  model = config_lib.ModelConfig(**{k: v for k, v in defaults.items() if k in model_fields})
+  return config_lib.TrainConfig(model=model, **{k: v for k, v in defaults.items()
+                                                if k not in model_fields})
+
+
+def variant_config(name: str) -> config_lib.TrainConfig:
+  if name not in VARIANTS:
+    raise ValueError(f"Unknown variant {name!r}; choose from {sorted(VARIANTS)}.")
+  return dataclasses.replace(launcher_defaults(), **VARIANTS[name]).validate()
+
+
+def compiled_step(config: config_lib.TrainConfig, batches):
+  """(compiled step, state after 3 warm-up steps, compile seconds)."""
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  t = time.perf_counter()
+  step = train_lib.make_train_step(config, alpha=config.alpha).lower(state, *batches).compile()
+  compile_s = time.perf_counter() - t
+  for _ in range(3):
+    state, metrics = step(state, *batches)
+  jax.block_until_ready(metrics)
+  return step, state, compile_s
+
+
+def main(argv):
+  del argv
+  x_l, y_l, x_u = (jnp.asarray(a) for a in throughput._batches())  # pylint: disable=protected-access
+  batches = ({"image": x_l, "label": y_l}, {"image": x_u})
+  names = ["defaults"] + [n for n in FLAGS.variants if n != "defaults"]
+  configs = {name: variant_config(name) for name in names}
+  steps, compile_s = {}, {}
+  for name, config in configs.items():
+    step, state, compile_s[name] = compiled_step(config, batches)
+    steps[name] = (step, state)
+  times = {name: [] for name in names}
+  for _ in range(FLAGS.windows):
+    for name, (step, state) in steps.items():
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps_per_window):
+        state, metrics = step(state, *batches)
+      jax.block_until_ready((state, metrics))
+      times[name].append((time.perf_counter() - start) / FLAGS.steps_per_window)
+      steps[name] = (step, state)
+  medians = {name: statistics.median(t) for name, t in times.items()}
+  rows = {name: {"settings": VARIANTS[name], "ms_per_step": 1e3 * medians[name],
+                 "examples_per_s": 2 * throughput.BATCH / medians[name],
+                 "relative_cost": medians[name] / medians["defaults"],
+                 "compile_s": compile_s[name], "window_ms": [1e3 * t for t in times[name]]}
+          for name in names}
+  result = {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
+            "batch": f"{throughput.BATCH} labelled + {throughput.BATCH} unlabelled",
+            "windows": FLAGS.windows, "steps_per_window": FLAGS.steps_per_window,
+            "variants": rows}
+  print(f"{'variant':<38}{'ms/step':>9}{'ex/s':>8}{'relative cost':>15}{'compile s':>11}")
+  for name, row in rows.items():
+    print(f"{name:<38}{row['ms_per_step']:>9.1f}{row['examples_per_s']:>8.0f}"
+          f"{row['relative_cost']:>15.3f}{row['compile_s']:>11.1f}")
+  if FLAGS.cost_output:
+    with open(FLAGS.cost_output, "w") as f:
+      json.dump(result, f, indent=1)
+    print(f"written to {FLAGS.cost_output}")
+
+
+if __name__ == "__main__":
+  app.run(main)
