@@ -82,15 +82,8 @@ def main(argv):
   for name, config in configs.items():
     step, state, compile_s[name] = compiled_step(config, batches)
     steps[name] = (step, state)
-  times = {name: [] for name in names}
-  for _ in range(FLAGS.windows):
-    for name, (step, state) in steps.items():
-      start = time.perf_counter()
-      for _ in range(FLAGS.steps_per_window):
-        state, metrics = step(state, *batches)
-      jax.block_until_ready((state, metrics))
-      times[name].append((time.perf_counter() - start) / FLAGS.steps_per_window)
-      steps[name] = (step, state)
+  times = throughput.time_steps_alternately(steps, batches, FLAGS.windows,
+                                            FLAGS.steps_per_window)
   medians = {name: statistics.median(t) for name, t in times.items()}
   rows = {name: {"settings": VARIANTS[name], "ms_per_step": 1e3 * medians[name],
                  "examples_per_s": 2 * throughput.BATCH / medians[name],

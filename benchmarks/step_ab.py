@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app, flags
 import jax
@@ -75,15 +74,8 @@ def main(argv):
     sys.path.insert(0, tmp)
     steps = {name: compiled_step(package, batches)
              for name, package in (("baseline", ALIAS), ("working_tree", "ievae_jax"))}
-  times = {name: [] for name in steps}
-  for _ in range(FLAGS.windows):
-    for name, (step, state) in steps.items():
-      start = time.perf_counter()
-      for _ in range(FLAGS.steps_per_window):
-        state, metrics = step(state, *batches)
-      jax.block_until_ready(metrics)
-      times[name].append((time.perf_counter() - start) / FLAGS.steps_per_window)
-      steps[name] = (step, state)
+  times = throughput.time_steps_alternately(steps, batches, FLAGS.windows,
+                                            FLAGS.steps_per_window)
   medians = {name: statistics.median(t) for name, t in times.items()}
   result = {"baseline": FLAGS.baseline, "model": FLAGS.ab_model,
             "classifier_arch": FLAGS.ab_classifier_arch,

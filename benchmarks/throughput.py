@@ -49,6 +49,25 @@ def _batches(seed=0):
   return images(), rng.integers(0, 10, BATCH), images()
 
 
+def time_steps_alternately(steps: dict, batches, windows: int, steps_per_window: int) -> dict:
+  """Seconds per step of each compiled step, {name: [one per window]}.
+
+  steps: {name: (compiled step, state)}; each window runs every step in turn, so that
+  load on a shared machine hits them alike. The entries are updated with the latest
+  states (the steps donate theirs).
+  """
+  times = {name: [] for name in steps}
+  for _ in range(windows):
+    for name, (step, state) in steps.items():
+      start = time.perf_counter()
+      for _ in range(steps_per_window):
+        state, metrics = step(state, *batches)
+      jax.block_until_ready((state, metrics))
+      times[name].append((time.perf_counter() - start) / steps_per_window)
+      steps[name] = (step, state)
+  return times
+
+
 def jax_step(kind: str):
   """(window() -> examples/s, info) for our compiled step."""
   z_dim = 50 if kind == "m2" else 8
