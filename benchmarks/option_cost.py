@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import statistics
-import time
 
 from absl import app, flags
 import jax
@@ -60,18 +59,6 @@ def variant_config(name: str) -> config_lib.TrainConfig:
   return dataclasses.replace(launcher_defaults(), **VARIANTS[name]).validate()
 
 
-def compiled_step(config: config_lib.TrainConfig, batches):
-  """(compiled step, state after 3 warm-up steps, compile seconds)."""
-  state = train_lib.create_train_state(jax.random.key(0), config)
-  t = time.perf_counter()
-  step = train_lib.make_train_step(config, alpha=config.alpha).lower(state, *batches).compile()
-  compile_s = time.perf_counter() - t
-  for _ in range(3):
-    state, metrics = step(state, *batches)
-  jax.block_until_ready(metrics)
-  return step, state, compile_s
-
-
 def main(argv):
   del argv
   x_l, y_l, x_u = (jnp.asarray(a) for a in throughput._batches())  # pylint: disable=protected-access
@@ -80,7 +67,8 @@ def main(argv):
   configs = {name: variant_config(name) for name in names}
   steps, compile_s = {}, {}
   for name, config in configs.items():
-    step, state, compile_s[name] = compiled_step(config, batches)
+    step, state, compile_s[name] = throughput.warm_compiled_step(train_lib, config,
+                                                                 config.alpha, batches)
     steps[name] = (step, state)
   times = throughput.time_steps_alternately(steps, batches, FLAGS.windows,
                                             FLAGS.steps_per_window)

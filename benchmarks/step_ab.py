@@ -20,7 +20,6 @@ import sys
 import tempfile
 
 from absl import app, flags
-import jax
 import jax.numpy as jnp
 
 from benchmarks import throughput
@@ -57,11 +56,7 @@ def compiled_step(package: str, batches):
   model = config_lib.ModelConfig(kind=FLAGS.ab_model, z_dim=50 if FLAGS.ab_model == "m2" else 8,
                                  classifier_arch=FLAGS.ab_classifier_arch)
   config = config_lib.TrainConfig(model=model, lr_schedule="cosine", num_steps=10000)
-  state = train_lib.create_train_state(jax.random.key(0), config)
-  step = train_lib.make_train_step(config, alpha=55.0).lower(state, *batches).compile()
-  for _ in range(3):
-    state, metrics = step(state, *batches)
-  jax.block_until_ready(metrics)
+  step, state, _ = throughput.warm_compiled_step(train_lib, config, 55.0, batches)
   return step, state
 
 

@@ -49,6 +49,21 @@ def _batches(seed=0):
   return images(), rng.integers(0, 10, BATCH), images()
 
 
+def warm_compiled_step(train_lib_module, config, alpha: float, batches):
+  """(compiled step, state after 3 warm-up steps, compile seconds) for `config`.
+
+  train_lib_module: `ievae_jax.train_lib`, or an older commit's copy (step_ab.py).
+  """
+  state = train_lib_module.create_train_state(jax.random.key(0), config)
+  t = time.perf_counter()
+  step = train_lib_module.make_train_step(config, alpha=alpha).lower(state, *batches).compile()
+  compile_s = time.perf_counter() - t
+  for _ in range(3):
+    state, metrics = step(state, *batches)
+  jax.block_until_ready(metrics)
+  return step, state, compile_s
+
+
 def time_steps_alternately(steps: dict, batches, windows: int, steps_per_window: int) -> dict:
   """Seconds per step of each compiled step, {name: [one per window]}.
 

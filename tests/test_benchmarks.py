@@ -70,6 +70,7 @@ def test_option_cost_variants_change_only_their_own_settings():
 
 
 def test_option_cost_times_each_variant_against_the_defaults(tmp_path, capsys):
+  import pytest
   from absl.testing import flagsaver
   from benchmarks import option_cost
   output = tmp_path / "cost.json"
@@ -82,5 +83,6 @@ def test_option_cost_times_each_variant_against_the_defaults(tmp_path, capsys):
   grey = result["variants"]["grey"]
   assert grey["settings"] == {"classifier_input": "grey"}
   assert len(grey["window_ms"]) == 2 and all(t > 0 for t in grey["window_ms"])
-  assert grey["relative_cost"] == grey["ms_per_step"] / result["variants"]["defaults"]["ms_per_step"]
+  assert grey["relative_cost"] == pytest.approx(
+      grey["ms_per_step"] / result["variants"]["defaults"]["ms_per_step"], rel=1e-12)
   assert "grey" in capsys.readouterr().out
