@@ -198,9 +198,18 @@ def log_importance_weights(params: model.Params, x: jnp.ndarray, key: jax.Array,
   return log_p_x + prior.log_prob(z) + log_p_y - log_q_z - q_y.log_prob(y)
 
 
-@jax.jit
-def _unlabelled_bounds(params, x, eps):
-  return objective.unlabelled_bound(params, x, eps)["bound"]
+@functools.partial(jax.jit, static_argnames="term")
+def _unlabelled_term(params, x, eps, term: str):
+  return objective.unlabelled_bound(params, x, eps)[term]
+
+
+def _per_image_unlabelled_term(params: model.Params, binary_images: np.ndarray, key: jax.Array,
+                               batch_size: int, term: str) -> np.ndarray:
+  """One output of `objective.unlabelled_bound` per image, its z noise drawn from key."""
+  shape = objective.latent_noise_shape(params.config, len(binary_images), labelled=False)
+  eps = np.asarray(jax.random.normal(key, shape))
+  fn = lambda x, e: _unlabelled_term(params, jnp.asarray(x, jnp.float32), e, term)
+  return batched(fn, binary_images, eps, batch_size=batch_size)
 
 
 def unlabelled_bound(params: model.Params, binary_images: np.ndarray, key: jax.Array,
@@ -212,10 +221,30 @@ def unlabelled_bound(params: model.Params, binary_images: np.ndarray, key: jax.A
   unlabelled images can rank runs of one labelled set. Pass the same images and key
   to every run compared, so they share their noise.
   """
-  shape = objective.latent_noise_shape(params.config, len(binary_images), labelled=False)
-  eps = np.asarray(jax.random.normal(key, shape))
-  fn = lambda x, e: _unlabelled_bounds(params, jnp.asarray(x, jnp.float32), e)
-  return batched(fn, binary_images, eps, batch_size=batch_size)
+  return _per_image_unlabelled_term(params, binary_images, key, batch_size, "bound")
+
+
+def class_elbos(params: model.Params, binary_images: np.ndarray, key: jax.Array,
+                batch_size: int = 500) -> np.ndarray:
+  """L(x, y) for every image and class hypothesis, one z draw each, the noise drawn
+  as in `unlabelled_bound`. binary_images (N, H, W, C) in {0, 1} -> (N, K).
+
+  U(x) is maximised over q(y | x) by softmax_y L(x, y), so argmax_y L(x, y) is the
+  class the unlabelled bound pulls the classifier toward.
+  """
+  return _per_image_unlabelled_term(params, binary_images, key, batch_size, "class_elbo")
+
+
+def generative_predictions(params: model.Params, images: np.ndarray, key: jax.Array,
+                           num_draws: int = 8) -> np.ndarray:
+  """argmax_y of L(x, y) averaged over `num_draws` binarisations of each uint8 image
+  (N, H, W, C) and z draws: the generative model's own reading of the class. (N,) int."""
+  total = 0.0
+  for draw_key in jax.random.split(key, num_draws):
+    pixel_key, noise_key = jax.random.split(draw_key)
+    binary = np.asarray(jax.random.bernoulli(pixel_key, grey(images)), np.float32)
+    total = total + class_elbos(params, binary, noise_key)
+  return np.argmax(total, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")

@@ -195,6 +195,42 @@ def test_unlabelled_bound_matches_a_per_class_loop_and_ignores_batching():
   np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("routing", ["conditional", "strict"])
+def test_class_elbos_match_the_labelled_elbo_of_each_class(routing):
+  """L(x, y) for all K at once equals objective.labelled_elbo run once per class with
+  the same z noise (the strict routing draws one z for all K)."""
+  params = model.init(jax.random.key(0), tiny_model_config(routing=routing))
+  x = _binary(1, (5, 28, 28, 1))
+  key = jax.random.key(2)
+  got = evaluation.class_elbos(params, x, key, batch_size=2)
+  k = params.config.num_classes
+  eps = jax.random.normal(key, objective.latent_noise_shape(params.config, 5, labelled=False))
+  assert got.shape == (5, k)
+  for y in range(k):
+    eps_y = eps[:, y] if eps.ndim == 3 else eps
+    want = objective.labelled_elbo(params, jnp.asarray(x), jnp.full((5,), y), eps_y)["elbo"]
+    np.testing.assert_allclose(got[:, y], want, rtol=1e-5)
+
+
+def test_generative_predictions_take_the_class_that_explains_x_best(monkeypatch):
+  """With L(x, y) replaced by a known table, the prediction is its argmax after
+  averaging over the draws, and each draw sees a fresh binarisation of the image."""
+  images = np.full((3, 28, 28, 1), 128, np.uint8)
+  seen = []
+  tables = [np.array([[0., 5, 1], [2, 0, 0], [0, 0, 3]]),
+            np.array([[0., -9, 1], [0, 0, 1], [0, 0, 3]])]
+
+  def fake_class_elbos(params, binary, key):
+    seen.append(binary)
+    return tables[len(seen) - 1]
+
+  monkeypatch.setattr(evaluation, "class_elbos", fake_class_elbos)
+  got = evaluation.generative_predictions(None, images, jax.random.key(0), num_draws=2)
+  np.testing.assert_array_equal(got, [2, 0, 2])      # summed table: [0,-4,2], [2,0,1], [0,0,6]
+  assert all(set(np.unique(b)) == {0.0, 1.0} for b in seen)
+  assert not np.array_equal(seen[0], seen[1])
+
+
 def test_ink_slant_is_zero_upright_and_the_shear_of_a_leaning_stroke():
   images = np.zeros((3, 28, 28, 1), np.uint8)
   rows = np.arange(4, 24)

@@ -223,6 +223,33 @@ def test_restart_selection_ranks_runs_of_one_labelled_set_by_u(tmp_path, small_m
   assert row["validation_error"] == [m for m in logged if m["step"] == 2][-1]["validation_error"]
 
 
+def test_confusion_benchmark_reports_q_and_the_generative_model_on_validation(
+    tmp_path, small_mnist_dir, semisup_main):
+  import jax
+  from benchmarks.finished_runs import finished_runs
+  from ievae_jax import evaluation
+  semisup_main([f"--workdir={tmp_path / 'a'}", f"--data_dir={small_mnist_dir}", "--labels=20",
+                *SMALL])
+  output = tmp_path / "confusion.json"
+  run = _run("benchmarks.confusion", f"--runs=a={tmp_path / 'a'}",
+             f"--data_dir={small_mnist_dir}", "--generative_draws=2", f"--output={output}")
+  assert run.returncode == 0, run.stderr[-3000:]
+  row = json.load(open(output))["a"]
+  (finished,) = finished_runs([f"a={tmp_path / 'a'}"], small_mnist_dir)
+  labels = finished.splits.validation_labels
+  q = evaluation.predict(finished.params, finished.splits.validation_images)
+  generative = evaluation.generative_predictions(
+      finished.params, finished.splits.validation_images, jax.random.key(0), 2)
+  assert row["error"] == pytest.approx(np.mean(q != labels))
+  assert row["generative_error"] == pytest.approx(np.mean(generative != labels))
+  assert row["generative_agreement"] == pytest.approx(np.mean(generative == q))
+  for c in row["top_confusions"]:
+    images = (labels == c["true"]) & (q == c["predicted"])
+    assert c["count"] == images.sum()
+    assert c["generative_agrees"] == np.sum(generative[images] == c["predicted"])
+  assert "argmax_y L(x, y)" in run.stdout
+
+
 def test_finished_runs_loads_each_run_and_leaves_logging_as_it_was(tmp_path, small_mnist_dir,
                                                                   semisup_main):
   import logging
