@@ -30,7 +30,7 @@ flags.DEFINE_list("variants", ["grey", "shift2", "shear05", "shift2_shear05_cons
                   "Settings to time beside the defaults (names of VARIANTS).")
 flags.DEFINE_string("cost_output", None, "JSON path (optional).")
 
-# name -> TrainConfig fields that differ from the launcher's defaults.
+# name -> TrainConfig or ModelConfig fields that differ from the launcher's defaults.
 VARIANTS = {
     "defaults": {},
     "grey": {"classifier_input": "grey"},
@@ -41,22 +41,32 @@ VARIANTS = {
     "shift2_shear05_consistency550_grey": {"augment_shift": 2, "augment_shear": 0.5,
                                            "consistency_weight": 550.0,
                                            "classifier_input": "grey"},
+    "arch_conv": {"arch": "conv"},
 }
+
+
+MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(config_lib.ModelConfig))
+
+
+def _split(settings: dict):
+  """(ModelConfig fields, TrainConfig fields) of a flat settings dict."""
+  return ({k: v for k, v in settings.items() if k in MODEL_FIELDS},
+          {k: v for k, v in settings.items() if k not in MODEL_FIELDS})
 
 
 def launcher_defaults() -> config_lib.TrainConfig:
   """The TrainConfig of `python -m experiments.mnist_semisup` without flags (data aside)."""
-  defaults = common.SEMISUP_DEFAULTS
-  model_fields = {f.name for f in dataclasses.fields(config_lib.ModelConfig)}
-  model = config_lib.ModelConfig(**{k: v for k, v in defaults.items() if k in model_fields})
-  return config_lib.TrainConfig(model=model, **{k: v for k, v in defaults.items()
-                                                if k not in model_fields})
+  model_settings, train_settings = _split(common.SEMISUP_DEFAULTS)
+  return config_lib.TrainConfig(model=config_lib.ModelConfig(**model_settings), **train_settings)
 
 
 def variant_config(name: str) -> config_lib.TrainConfig:
   if name not in VARIANTS:
     raise ValueError(f"Unknown variant {name!r}; choose from {sorted(VARIANTS)}.")
-  return dataclasses.replace(launcher_defaults(), **VARIANTS[name]).validate()
+  base = launcher_defaults()
+  model_settings, train_settings = _split(VARIANTS[name])
+  return dataclasses.replace(base, model=dataclasses.replace(base.model, **model_settings),
+                             **train_settings).validate()
 
 
 def main(argv):

@@ -60,11 +60,16 @@ def test_option_cost_variants_change_only_their_own_settings():
   import dataclasses
   import pytest
   from benchmarks import option_cost
-  defaults = dataclasses.asdict(option_cost.variant_config("defaults"))
+  def flat(config):   # TrainConfig fields and its ModelConfig's, side by side
+    fields = dataclasses.asdict(config)
+    return {**fields.pop("model"), **fields}
+
+  defaults = flat(option_cost.variant_config("defaults"))
   for name, settings in option_cost.VARIANTS.items():
-    changed = {k: v for k, v in dataclasses.asdict(option_cost.variant_config(name)).items()
+    changed = {k: v for k, v in flat(option_cost.variant_config(name)).items()
                if defaults[k] != v}
     assert changed == settings, name
+  assert option_cost.variant_config("arch_conv").model.arch == "conv"
   with pytest.raises(ValueError, match="Unknown variant 'gray'"):
     option_cost.variant_config("gray")
 
