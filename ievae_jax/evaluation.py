@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from ievae_jax import distributions, model, objective
+from ievae_jax import step as step_lib
 
 
 def batched(fn: Callable, *arrays: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -242,7 +243,7 @@ def generative_predictions(params: model.Params, images: np.ndarray, key: jax.Ar
   total = 0.0
   for draw_key in jax.random.split(key, num_draws):
     pixel_key, noise_key = jax.random.split(draw_key)
-    binary = np.asarray(jax.random.bernoulli(pixel_key, grey(images)), np.float32)
+    binary = np.asarray(step_lib.pixel_targets(pixel_key, images))    # as the training step draws x
     total = total + class_elbos(params, binary, noise_key)
   return np.argmax(total, axis=-1)
 
