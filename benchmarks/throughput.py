@@ -199,10 +199,11 @@ def matmul_flops(n: int) -> dict:
 
 
 def time_to_error(workdir: str, targets=(0.05, 0.0333)) -> dict:
-  """Wall seconds at the first validation check at or below each target error.
+  """Wall seconds and steps at the first validation check at or below each target error.
 
   The runs log the validation error (never the test error) during training; the test
-  error is read once, at the end. None: never reached in the run.
+  error is read once, at the end. None: never reached in the run. The steps are given
+  beside the seconds because the seconds depend on what else shared the CPU.
   """
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     checks = [json.loads(l) for l in f if "validation_error" in l]
@@ -215,12 +216,14 @@ def time_to_error(workdir: str, targets=(0.05, 0.0333)) -> dict:
   for target in targets:
     hit = next((c for c in checks if c["validation_error"] <= target), None)
     out[f"seconds_to_{100 * target:g}%"] = hit["elapsed_s"] if hit else None
+    out[f"steps_to_{100 * target:g}%"] = hit["step"] if hit else None
   return out
 
 
 def _print_time_to_error(rows: dict) -> None:
   for name, row in rows.items():
-    print(f"{name}: 5% after {row['seconds_to_5%']} s, 3.33% after {row['seconds_to_3.33%']} s "
+    print(f"{name}: 5% after {row['seconds_to_5%']} s (step {row['steps_to_5%']}), 3.33% after "
+          f"{row['seconds_to_3.33%']} s (step {row['steps_to_3.33%']}) "
           f"(best validation error {row['best_validation_error']:.2%}, final test error "
           f"{row['final_test_error']:.2%} after {row['steps']} steps, {row['wall_seconds']:.0f} s)")
 

@@ -16,7 +16,9 @@ def test_time_to_error_is_the_first_validation_check_at_or_below_each_target(tmp
                "wall_seconds": 510.0}, f)
   row = throughput.time_to_error(str(tmp_path))
   assert row["seconds_to_5%"] == 250.0          # 0.05 counts as reached
+  assert row["steps_to_5%"] == 2000
   assert row["seconds_to_3.33%"] is None        # never reached
+  assert row["steps_to_3.33%"] is None
   assert row["best_validation_error"] == 0.04
   assert row["final_test_error"] == 0.045
 
