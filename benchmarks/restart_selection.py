@@ -5,7 +5,7 @@ r"""Ranks finished runs of one labelled set by the unlabelled bound, which needs
       --data_dir=../shared/data/mnist --output=benchmarks/results/restart_selection.json
 
 A semi-supervised run can settle on a bad assignment of a whole style of a class
-(benchmarks/results/ACCURACY.md, "Where the errors are"). Restarts of one labelled set
+(benchmarks/results/ACCURACY_LOG.md, "Where the errors are"). Restarts of one labelled set
 (`--label_seed` fixed, `--seed` varied) differ in that; the question here is whether
 the model's own objective, U(x) averaged over unlabelled training images, picks the
 better restart without looking at a label beyond the labelled set.
