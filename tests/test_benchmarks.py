@@ -93,3 +93,22 @@ def test_option_cost_times_each_variant_against_the_defaults(tmp_path, capsys):
   assert grey["relative_cost"] == pytest.approx(
       grey["ms_per_step"] / result["variants"]["defaults"]["ms_per_step"], rel=1e-12)
   assert "grey" in capsys.readouterr().out
+
+
+def test_profile_step_sums_op_time_and_names_each_op_from_the_hlo(tmp_path):
+  import gzip
+  from benchmarks import profile_step
+  events = [{"ph": "X", "name": "conv.2", "dur": 300}, {"ph": "X", "name": "conv.2", "dur": 100},
+            {"ph": "X", "name": "fusion.7", "dur": 50},
+            {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 900},  # bookkeeping
+            {"ph": "i", "name": "fusion.7"}]                            # not a span
+  trace = tmp_path / "perfetto_trace.json.gz"
+  with gzip.open(trace, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  assert profile_step.op_durations(str(trace)) == {"conv.2": 400, "fusion.7": 50}
+  hlo = ('  %conv.2 = f32[64,5,5,32]{3,2,1,0} convolution(%a, %b), '
+         'metadata={op_name="jit(f)/transpose(jvp(Decoder))/conv_general_dilated"}\n')
+  assert profile_step.describe("conv.2", hlo) == {
+      "shape": "f32[64,5,5,32]{3,2,1,0}",
+      "jax_op": "jit(f)/transpose(jvp(Decoder))/conv_general_dilated"}
+  assert profile_step.describe("conv.20", hlo) == {}
