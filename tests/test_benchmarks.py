@@ -112,3 +112,22 @@ def test_profile_step_sums_op_time_and_names_each_op_from_the_hlo(tmp_path):
       "shape": "f32[64,5,5,32]{3,2,1,0}",
       "jax_op": "jit(f)/transpose(jvp(Decoder))/conv_general_dilated"}
   assert profile_step.describe("conv.20", hlo) == {}
+
+
+def test_minimal_step_loss_is_our_objective_written_independently():
+  """The hand-written J of benchmarks.minimal_step equals objective.loss on the same
+  weights, images and key, so the two steps it times do the same computation."""
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import minimal_step
+  from ievae_jax import config as config_lib, model, objective
+  params = model.init(jax.random.key(1), config_lib.ModelConfig(kind="ievae", z_dim=8))
+  k_l, k_u, k_y, k_z = jax.random.split(jax.random.key(2), 4)
+  x_l = jax.random.bernoulli(k_l, 0.3, (6, 28, 28, 1)).astype(jnp.float32)
+  x_u = jax.random.bernoulli(k_u, 0.3, (5, 28, 28, 1)).astype(jnp.float32)
+  y_l = jax.random.randint(k_y, (6,), 0, 10)
+  ours, _ = objective.loss(params, {"image": x_l, "label": y_l}, {"image": x_u}, k_z,
+                           minimal_step.ALPHA)
+  minimal = minimal_step.loss(minimal_step.weights_from_params(params), x_l.reshape(6, -1),
+                              y_l, x_u.reshape(5, -1), k_z)
+  assert abs(float(ours) - float(minimal)) <= 1e-5 * abs(float(ours)), (ours, minimal)
