@@ -14,20 +14,31 @@ generative model itself: argmax_y L(x, y), averaged over D binarisations and z d
 class, so a confusion the generative model shares ("generative_agrees": how many of
 its images the generative model also puts in the predicted class) is one the objective
 holds in place; one it does not share is the classifier's alone.
+
+With --draw=DIR, each run's --draw_confusions largest confusions are also drawn, one
+PNG per run (DIR/confusions_<run>.png): for each confusion true -> predicted, a row of
+the run's labelled images of the true class, a row of validation images misread as
+the predicted class, and a row of validation images of the true class read right, so
+that what sets the misread ones apart can be seen.
 """
+
+import os
 
 from absl import app, flags
 import jax
 import numpy as np
 
 from benchmarks.finished_runs import finished_runs
-from ievae_jax import checkpointing, evaluation
+from ievae_jax import checkpointing, evaluation, figures
 
 flags.DEFINE_list("runs", None, "name=workdir pairs.", required=True)
 flags.DEFINE_string("data_dir", None, "IDX directory (default: $IEVAE_DATA_DIR, else TFDS).")
 flags.DEFINE_string("output", None, "JSON path (optional).")
 flags.DEFINE_integer("generative_draws", 8, "Binarisations and z draws averaged for "
                      "argmax_y L(x, y); 0 skips the generative model's classification.")
+flags.DEFINE_string("draw", None, "Folder for one PNG per run of its largest confusions.")
+flags.DEFINE_integer("draw_confusions", 2, "Confusions drawn per run (with --draw).")
+flags.DEFINE_integer("draw_per_row", 20, "Images per row (with --draw).")
 FLAGS = flags.FLAGS
 
 
@@ -40,6 +51,14 @@ def main(argv):
         run.splits.validation_labels, predictions, run.config.model.num_classes)}
     if FLAGS.generative_draws > 0:
       _add_generative(row, run, predictions)
+    if FLAGS.draw:
+      os.makedirs(FLAGS.draw, exist_ok=True)
+      figures.save_confusions(
+          row["top_confusions"][:FLAGS.draw_confusions], run.splits.labelled_images,
+          run.splits.labelled_labels, run.splits.validation_images,
+          run.splits.validation_labels, predictions,
+          os.path.join(FLAGS.draw, f"confusions_{run.name}.png"),
+          f"{run.name}: largest validation confusions", FLAGS.draw_per_row)
     print(f"{run.name}: validation error {row['error']:.4f}; per class "
           + " ".join(f"{e:.3f}" for e in row["per_class_error"]) + "; largest confusions "
           + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})"

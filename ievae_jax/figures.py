@@ -39,6 +39,27 @@ def save_grid(images: np.ndarray, path: str, title: str, row_labels=None, col_la
   plt.close(fig)
 
 
+def save_confusions(confusions, labelled_images: np.ndarray, labelled_labels: np.ndarray,
+                    images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, path: str,
+                    title: str, per_row: int = 20):
+  """Three rows of up to `per_row` images for each confusion {"true": t, "predicted": p}:
+  the labelled images of class t, the images of class t predicted p, and images of
+  class t predicted t. Images uint8 (N, H, W, 1), labels and predictions (N,); short
+  rows are padded with blanks."""
+  grid, names = [], []
+  for confusion in confusions:
+    true, predicted = confusion["true"], confusion["predicted"]
+    for name, chosen in (
+        (f"labelled {true}s", labelled_images[labelled_labels == true]),
+        (f"{true}s read as {predicted}", images[(labels == true) & (predictions == predicted)]),
+        (f"{true}s read right", images[(labels == true) & (predictions == true)])):
+      strip = np.zeros((per_row,) + images.shape[1:], np.float32)
+      strip[:min(per_row, len(chosen))] = chosen[:per_row] / 255.0
+      grid.append(strip)
+      names.append(name)
+  save_grid(np.stack(grid), path, title, row_labels=names)
+
+
 def save_traversals(images: np.ndarray, path: str, grid_values: np.ndarray, title: str):
   """One panel per class of a 2-D latent traversal: images (K, G, G, H, W, 1)."""
   k = images.shape[0]

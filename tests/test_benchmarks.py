@@ -131,3 +131,4 @@ def test_minimal_step_loss_is_our_objective_written_independently():
   minimal = minimal_step.loss(minimal_step.weights_from_params(params), x_l.reshape(6, -1),
                               y_l, x_u.reshape(5, -1), k_z)
   assert abs(float(ours) - float(minimal)) <= 1e-5 * abs(float(ours)), (ours, minimal)
+

@@ -240,3 +240,40 @@ def test_ink_slant_is_zero_upright_and_the_shear_of_a_leaning_stroke():
   slant = evaluation.ink_slant(images)
   assert abs(slant[0]) < 1e-12
   assert slant[1] == pytest.approx(0.5, abs=0.02) and slant[2] == pytest.approx(-0.25, abs=0.02)
+
+
+def test_save_confusions_rows_are_labelled_misread_and_right_images_of_the_true_class(
+    tmp_path, monkeypatch):
+  from ievae_jax import figures
+  rng = np.random.default_rng(0)
+  labels = np.array([1, 1, 1, 7, 7, 2])
+  predictions = np.array([8, 8, 1, 9, 7, 2])
+  images = rng.integers(1, 256, (6, 28, 28, 1), dtype=np.uint8)
+  labelled = rng.integers(1, 256, (3, 28, 28, 1), dtype=np.uint8)
+  drawn = {}
+  monkeypatch.setattr(figures, "save_grid", lambda grid, path, title, row_labels: drawn.update(
+      grid=grid, rows=row_labels))
+  confusions = evaluation.confusion_summary(labels, predictions, 10)["top_confusions"][:2]
+  figures.save_confusions(confusions, labelled, np.array([1, 7, 1]), images, labels,
+                          predictions, str(tmp_path / "c.png"), "t", per_row=4)
+  assert drawn["rows"] == ["labelled 1s", "1s read as 8", "1s read right",
+                           "labelled 7s", "7s read as 9", "7s read right"]
+  grid = drawn["grid"]
+  assert grid.shape == (6, 4, 28, 28, 1)
+  np.testing.assert_allclose(grid[0, :2], labelled[[0, 2]] / 255.0)
+  np.testing.assert_allclose(grid[1, :2], images[[0, 1]] / 255.0)
+  np.testing.assert_allclose(grid[2, :1], images[[2]] / 255.0)
+  np.testing.assert_allclose(grid[3, :1], labelled[[1]] / 255.0)
+  np.testing.assert_allclose(grid[4, :1], images[[3]] / 255.0)
+  np.testing.assert_allclose(grid[5, :1], images[[4]] / 255.0)
+  assert not grid[2, 1:].any() and not grid[4, 1:].any()   # blanks pad the short rows
+
+
+def test_save_confusions_writes_a_png(tmp_path):
+  from ievae_jax import figures
+  images = np.full((2, 28, 28, 1), 200, np.uint8)
+  figures.save_confusions([{"true": 1, "predicted": 8}], images[:1], np.array([1]), images,
+                          np.array([1, 1]), np.array([8, 1]), str(tmp_path / "c.png"), "t",
+                          per_row=3)
+  with open(tmp_path / "c.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
