@@ -10,11 +10,14 @@ dynamic binarisation, exact class sum, alpha 55, Adam with cosine decay) beside 
 same model and loss written as bare `jnp` matrix products over a dict of weights,
 with no guard and the loss as its only metric. Both are compiled in one process and
 timed in alternating windows (`throughput.time_steps_alternately`). XLA's FLOP count
-of each program is printed beside the times, to show that the two do the same work.
+of each program is printed beside the times, to show that the two do the same work,
+and the CPU seconds per wall second of the timed windows: how many cores XLA kept busy.
 """
 
 import json
+import os
 import statistics
+import time
 
 from absl import app, flags
 import jax
@@ -123,9 +126,12 @@ def main(argv):
   minimal_batches = lambda state, labelled, unlabelled: minimal(
       state, labelled["image"], labelled["label"], unlabelled["image"])
 
+  wall, cpu = time.perf_counter(), time.process_time()
   times = throughput.time_steps_alternately(
       {"ours": (ours, ours_state), "minimal": (minimal_batches, minimal_state)}, batches,
       FLAGS.windows, FLAGS.steps_per_window)
+  # How many cores the timed windows kept busy on average (of os.cpu_count()).
+  cores_busy = (time.process_time() - cpu) / (time.perf_counter() - wall)
   medians = {name: statistics.median(t) for name, t in times.items()}
   count = lambda tree: sum(a.size for a in jax.tree.leaves(tree))
   result = {
@@ -134,6 +140,7 @@ def main(argv):
       "ours_over_minimal": medians["ours"] / medians["minimal"],
       "xla_flops_per_step": {"ours": _flops(ours), "minimal": _flops(minimal)},
       "parameters": {"ours": count(ours_state.params), "minimal": count(weights)},
+      "cores_busy": cores_busy, "cpu_count": os.cpu_count(),
       "windows": FLAGS.windows, "steps_per_window": FLAGS.steps_per_window,
   }
   print(f"ours {result['ms_per_step']['ours']:.1f} ms, minimal "
@@ -141,7 +148,8 @@ def main(argv):
         f"{result['ours_over_minimal']:.3f} times as long; XLA GFLOP per step "
         f"{result['xla_flops_per_step']['ours'] / 1e9:.2f} and "
         f"{result['xla_flops_per_step']['minimal'] / 1e9:.2f}; parameters "
-        f"{result['parameters']['ours']:,} and {result['parameters']['minimal']:,}")
+        f"{result['parameters']['ours']:,} and {result['parameters']['minimal']:,}; "
+        f"{cores_busy:.2f} of {os.cpu_count()} cores busy while timing")
   if FLAGS.minimal_output:
     with open(FLAGS.minimal_output, "w") as f:
       json.dump(result, f, indent=1)

@@ -42,6 +42,10 @@ VARIANTS = {
                                            "consistency_weight": 550.0,
                                            "classifier_input": "grey"},
     "arch_conv": {"arch": "conv"},
+    # The spec's ablation and the M2 baseline as `--routing=strict` and `--model=m2`
+    # train them (M2 with the launcher's d_z = 50 for it).
+    "routing_strict": {"routing": "strict"},
+    "m2": {"kind": "m2", "z_dim": 50},
 }
 
 
