@@ -14,7 +14,6 @@ of each program is printed beside the times, to show that the two do the same wo
 and the CPU seconds per wall second of the timed windows: how many cores XLA kept busy.
 """
 
-import json
 import os
 import statistics
 import time
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import throughput
-from ievae_jax import config as config_lib, train_lib
+from ievae_jax import checkpointing, config as config_lib, train_lib
 
 flags.DEFINE_string("minimal_output", None, "JSON path (optional).")
 FLAGS = flags.FLAGS
@@ -151,8 +150,7 @@ def main(argv):
         f"{result['parameters']['ours']:,} and {result['parameters']['minimal']:,}; "
         f"{cores_busy:.2f} of {os.cpu_count()} cores busy while timing")
   if FLAGS.minimal_output:
-    with open(FLAGS.minimal_output, "w") as f:
-      json.dump(result, f, indent=1)
+    checkpointing.write_json_atomically(FLAGS.minimal_output, result)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import option_cost, throughput
-from ievae_jax import train_lib
+from ievae_jax import checkpointing, train_lib
 
 flags.DEFINE_string("variant", "defaults", "'defaults' or a benchmarks.option_cost variant name.")
 flags.DEFINE_integer("profile_steps", 2, "Steps traced.")
@@ -82,9 +82,7 @@ def main(argv):
     print(f"{op['ms_per_step']:9.1f} ms {op['share']:6.1%}  {op['op']}  {op.get('shape', '')}  "
           f"{op.get('jax_op', '')[-80:]}")
   if FLAGS.profile_output:
-    os.makedirs(os.path.dirname(FLAGS.profile_output) or ".", exist_ok=True)
-    with open(FLAGS.profile_output, "w") as f:
-      json.dump(result, f, indent=1)
+    checkpointing.write_json_atomically(FLAGS.profile_output, result)
 
 
 if __name__ == "__main__":
