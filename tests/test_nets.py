@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ievae_jax import nets
 
@@ -94,3 +95,35 @@ def test_classifier_dropout_rate_is_checked():
   for bad in (-0.1, 1.0, "half"):
     with pytest.raises(ConfigError, match="classifier_dropout must be a rate in"):
       ModelConfig(classifier_dropout=bad).validate()
+
+
+@pytest.mark.parametrize("size,in_channels,out_channels,kernel", [
+    (7, 64, 32, 5), (14, 32, 1, 5), (5, 3, 4, 4), (6, 2, 3, 3), (4, 2, 2, 2)])
+def test_conv_transpose_2x_is_flax_conv_transpose_in_value_and_gradient(
+    size, in_channels, out_channels, kernel):
+  """The phase-split transposed convolution computes nn.ConvTranspose's stride-2 "SAME"
+  layer exactly, with the same parameters, and the same gradients."""
+  import flax.linen as nn
+  from ievae_jax.nets import conv
+  x = jax.random.normal(jax.random.key(0), (3, size, size, in_channels))
+  reference = nn.ConvTranspose(out_channels, (kernel, kernel), strides=(2, 2))
+  ours = conv.ConvTranspose2x(out_channels, (kernel, kernel))
+  params = reference.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(
+      jnp.shape, params)
+  y = reference.apply(params, x)
+  assert y.shape == (3, 2 * size, 2 * size, out_channels)
+  np.testing.assert_allclose(ours.apply(params, x), y, atol=1e-5, rtol=1e-5)
+  cotangent = jax.random.normal(jax.random.key(2), y.shape)
+  grads = lambda module: jax.grad(lambda p, x: jnp.sum(module.apply(p, x) * cotangent),
+                                  argnums=(0, 1))(params, x)
+  for got, want in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(reference))):
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_conv_decoder_keeps_the_parameter_names_of_earlier_checkpoints():
+  from ievae_jax.config import ModelConfig
+  decoder = nets.build(ModelConfig(arch="conv")).decoder
+  params = decoder.init(jax.random.key(0), jnp.zeros((1, 16)), jnp.zeros((1, 8)))["params"]
+  assert params["ConvTranspose_0"]["kernel"].shape == (5, 5, 64, 32)
+  assert params["ConvTranspose_1"]["kernel"].shape == (5, 5, 32, 1)

@@ -7,7 +7,62 @@ two transposed convolutions.
 from typing import Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+
+def _phase_taps(kernel_size: int, pad_low: int, phase: int):
+  """Which kernel taps feed output positions 2m + phase of a stride-2 transposed
+  convolution, and the padding that lines them up with input positions m + offset:
+  (first tap, number of taps, (low, high) padding of the undilated input)."""
+  first = (pad_low - phase) % 2
+  taps = len(range(first, kernel_size, 2))
+  offset = (phase + first - pad_low) // 2
+  return first, taps, (-offset, offset + taps - 1)
+
+
+def conv_transpose_stride2(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """`jax.lax.conv_transpose(x, kernel, (2, 2), "SAME")`, computed as four stride-1
+  convolutions, one per output phase (row and column parity), interleaved.
+
+  The same sums, term by term; why: XLA's CPU backend computes the kernel gradient of
+  the direct form, a convolution with a dilated input, on a generic slow path (78% of
+  the `--arch=conv` step; README, "Speed"), while the gradients of these four are
+  ordinary convolutions. x (N, H, W, C), kernel (kh, kw, C, O) -> (N, 2H, 2W, O).
+  """
+  kh, kw = kernel.shape[:2]
+  # lax.conv_transpose's "SAME" padding of the dilated input for stride 2.
+  pad_low = lambda k: k - 1 if 2 > k - 1 else -(-k // 2)
+  phases = []
+  for row_phase in (0, 1):
+    row_first, row_taps, row_pad = _phase_taps(kh, pad_low(kh), row_phase)
+    row = []
+    for col_phase in (0, 1):
+      col_first, col_taps, col_pad = _phase_taps(kw, pad_low(kw), col_phase)
+      sub_kernel = kernel[row_first::2, col_first::2]
+      assert sub_kernel.shape[:2] == (row_taps, col_taps)
+      row.append(jax.lax.conv_general_dilated(
+          x, sub_kernel, (1, 1), (row_pad, col_pad),
+          dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    phases.append(jnp.stack(row, axis=3))                # (N, H, W, 2 col phases, O)
+  y = jnp.stack(phases, axis=2)                          # (N, H, 2 row phases, W, 2, O)
+  n, h, _, w, _, o = y.shape
+  return y.reshape(n, 2 * h, 2 * w, o)
+
+
+class ConvTranspose2x(nn.Module):
+  """nn.ConvTranspose(features, kernel_size, strides=(2, 2), padding="SAME") with the
+  same parameters (names, shapes, initialisers), computed by `conv_transpose_stride2`.
+  (N, H, W, C) -> (N, 2H, 2W, features)."""
+  features: int
+  kernel_size: Tuple[int, int]
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        tuple(self.kernel_size) + (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return conv_transpose_stride2(x, kernel) + bias
 
 from ievae_jax.nets.layers import ConcatDense, apply_to_images
 
@@ -51,6 +106,7 @@ class Decoder(nn.Module):
     h = nn.relu(nn.Dense(7 * 7 * 64)(h))
     lead = h.shape[:-1]
     h = h.reshape((-1, 7, 7, 64))
-    h = nn.relu(nn.ConvTranspose(32, (5, 5), strides=(2, 2))(h))
-    logits = nn.ConvTranspose(self.image_shape[-1], (5, 5), strides=(2, 2))(h)
+    # Named as nn.ConvTranspose's were, so that earlier checkpoints load unchanged.
+    h = nn.relu(ConvTranspose2x(32, (5, 5), name="ConvTranspose_0")(h))
+    logits = ConvTranspose2x(self.image_shape[-1], (5, 5), name="ConvTranspose_1")(h)
     return logits.reshape(lead + logits.shape[1:])
