@@ -1,7 +1,7 @@
 """A small convolutional version for 28x28 images: two stride-2 5x5 convolutions
 (32, 64 channels) down to 7x7 feed the classifier's dense layers and, as the image
 features of `layers.EquivariantEncoder`, the encoder's; the decoder mirrors them with
-two transposed convolutions.
+two transposed convolutions, computed phase by phase (`conv_transpose_stride2`).
 """
 
 from typing import Tuple
@@ -9,6 +9,8 @@ from typing import Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ievae_jax.nets.layers import ConcatDense, apply_to_images
 
 
 def _phase_taps(kernel_size: int, pad_low: int, phase: int):
@@ -63,8 +65,6 @@ class ConvTranspose2x(nn.Module):
                         tuple(self.kernel_size) + (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     return conv_transpose_stride2(x, kernel) + bias
-
-from ievae_jax.nets.layers import ConcatDense, apply_to_images
 
 
 class ConvTrunk(nn.Module):
