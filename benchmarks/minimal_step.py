@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import throughput
-from ievae_jax import checkpointing, config as config_lib, train_lib
+from ievae_jax import checkpointing, train_lib
 
 flags.DEFINE_string("minimal_output", None, "JSON path (optional).")
 FLAGS = flags.FLAGS
 
-NUM_CLASSES, HIDDEN, Z_DIM, R_DIM, PIXELS = 10, 500, 8, 16, 784
+NUM_CLASSES, Z_DIM = 10, 8
 ALPHA = 55.0
 
 
@@ -62,7 +62,7 @@ def _mlp_tail(w, name1, name2, h):
 
 
 def _elbo(w, x, r, eps):
-  """L(x, y) for x (B, D) with r (B, R_DIM), or x (B, 1, D) with r (K, R_DIM) -> (B[, K])."""
+  """L(x, y) for x (B, D) with r (B, d_r), or x (B, 1, D) with r (K, d_r) -> (B[, K])."""
   out = _mlp_tail(w, "e1", "e2", x @ w["e_x"]["w"] + r @ w["e_r"]["w"] + w["e_x"]["b"])
   mean, scale = out[..., :Z_DIM], jax.nn.softplus(out[..., Z_DIM:]) + 1e-4
   z = mean + scale * eps
@@ -76,7 +76,7 @@ def loss(w, x_l, y_l, x_u, key):
   """J of objective.py, on flat binary images x_l, x_u (B, D) and labels y_l (B,)."""
   key_l, key_u = jax.random.split(key)
   classify = lambda x: _mlp_tail(w, "c1", "c2", _linear(w["c0"], x))
-  r_all = _linear(w["g1"], jax.nn.relu(_linear(w["g0"], jnp.eye(NUM_CLASSES))))  # (K, R_DIM)
+  r_all = _linear(w["g1"], jax.nn.relu(_linear(w["g0"], jnp.eye(NUM_CLASSES))))  # (K, d_r)
   elbo_l = _elbo(w, x_l, r_all[y_l], jax.random.normal(key_l, (x_l.shape[0], Z_DIM)))
   log_q_l = jax.nn.log_softmax(classify(x_l))
   cross_entropy = -jnp.take_along_axis(log_q_l, y_l[:, None], 1)[:, 0]
@@ -100,16 +100,10 @@ def make_minimal_step(optimizer):
   return jax.jit(step, donate_argnums=0)
 
 
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  return (analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"]
-
-
 def main(argv):
   del argv
   x_l, y_l, x_u = (jnp.asarray(a) for a in throughput._batches())  # pylint: disable=protected-access
-  config = config_lib.TrainConfig(model=config_lib.ModelConfig(kind="ievae", z_dim=Z_DIM),
-                                  lr_schedule="cosine", num_steps=10000)
+  config = throughput.step_config("ievae")
   batches = ({"image": x_l, "label": y_l}, {"image": x_u})
   ours, ours_state, _ = throughput.warm_compiled_step(train_lib, config, ALPHA, batches)
 
@@ -137,7 +131,8 @@ def main(argv):
       "ms_per_step": {name: 1e3 * m for name, m in medians.items()},
       "window_ms_per_step": {name: [1e3 * s for s in t] for name, t in times.items()},
       "ours_over_minimal": medians["ours"] / medians["minimal"],
-      "xla_flops_per_step": {"ours": _flops(ours), "minimal": _flops(minimal)},
+      "xla_flops_per_step": {"ours": throughput.compiled_flops(ours),
+                             "minimal": throughput.compiled_flops(minimal)},
       "parameters": {"ours": count(ours_state.params), "minimal": count(weights)},
       "cores_busy": cores_busy, "cpu_count": os.cpu_count(),
       "windows": FLAGS.windows, "steps_per_window": FLAGS.steps_per_window,

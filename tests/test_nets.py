@@ -127,3 +127,9 @@ def test_conv_decoder_keeps_the_parameter_names_of_earlier_checkpoints():
   params = decoder.init(jax.random.key(0), jnp.zeros((1, 16)), jnp.zeros((1, 8)))["params"]
   assert params["ConvTranspose_0"]["kernel"].shape == (5, 5, 64, 32)
   assert params["ConvTranspose_1"]["kernel"].shape == (5, 5, 32, 1)
+
+
+def test_conv_transpose_2x_refuses_a_one_wide_kernel():
+  from ievae_jax.nets import conv
+  with pytest.raises(ValueError, match="kernel sides of at least 2"):
+    conv.conv_transpose_stride2(jnp.ones((1, 3, 3, 1)), jnp.ones((1, 3, 1, 2)))

@@ -13,14 +13,15 @@ import jax.numpy as jnp
 from ievae_jax.nets.layers import ConcatDense, apply_to_images
 
 
-def _phase_taps(kernel_size: int, pad_low: int, phase: int):
-  """Which kernel taps feed output positions 2m + phase of a stride-2 transposed
-  convolution, and the padding that lines them up with input positions m + offset:
-  (first tap, number of taps, (low, high) padding of the undilated input)."""
+def _phase(kernel_size: int, phase: int):
+  """For output positions 2m + phase of a stride-2 "SAME" transposed convolution: the
+  first kernel tap that feeds them (every second tap from there does) and the (low,
+  high) padding of the undilated input that lines those taps up with inputs m + offset."""
+  pad_low = (kernel_size + 1) // 2                  # lax.conv_transpose's, for sides >= 2
   first = (pad_low - phase) % 2
   taps = len(range(first, kernel_size, 2))
   offset = (phase + first - pad_low) // 2
-  return first, taps, (-offset, offset + taps - 1)
+  return first, (-offset, offset + taps - 1)
 
 
 def conv_transpose_stride2(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
@@ -30,24 +31,23 @@ def conv_transpose_stride2(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   The same sums, term by term; why: XLA's CPU backend computes the kernel gradient of
   the direct form, a convolution with a dilated input, on a generic slow path (78% of
   the `--arch=conv` step; README, "Speed"), while the gradients of these four are
-  ordinary convolutions. x (N, H, W, C), kernel (kh, kw, C, O) -> (N, 2H, 2W, O).
+  ordinary convolutions. x (N, H, W, C), kernel (kh, kw, C, O) -> (N, 2H, 2W, O), with
+  kh, kw >= 2 (a 1-wide kernel leaves every other output phase without a tap).
   """
-  kh, kw = kernel.shape[:2]
-  # lax.conv_transpose's "SAME" padding of the dilated input for stride 2.
-  pad_low = lambda k: k - 1 if 2 > k - 1 else -(-k // 2)
-  phases = []
+  if min(kernel.shape[:2]) < 2:
+    raise ValueError(f"conv_transpose_stride2 needs kernel sides of at least 2; got "
+                     f"{kernel.shape[:2]}. Use jax.lax.conv_transpose for 1-wide kernels.")
+  rows = []
   for row_phase in (0, 1):
-    row_first, row_taps, row_pad = _phase_taps(kh, pad_low(kh), row_phase)
+    row_first, row_pad = _phase(kernel.shape[0], row_phase)
     row = []
     for col_phase in (0, 1):
-      col_first, col_taps, col_pad = _phase_taps(kw, pad_low(kw), col_phase)
-      sub_kernel = kernel[row_first::2, col_first::2]
-      assert sub_kernel.shape[:2] == (row_taps, col_taps)
+      col_first, col_pad = _phase(kernel.shape[1], col_phase)
       row.append(jax.lax.conv_general_dilated(
-          x, sub_kernel, (1, 1), (row_pad, col_pad),
+          x, kernel[row_first::2, col_first::2], (1, 1), (row_pad, col_pad),
           dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    phases.append(jnp.stack(row, axis=3))                # (N, H, W, 2 col phases, O)
-  y = jnp.stack(phases, axis=2)                          # (N, H, 2 row phases, W, 2, O)
+    rows.append(jnp.stack(row, axis=3))                  # (N, H, W, 2 col phases, O)
+  y = jnp.stack(rows, axis=2)                            # (N, H, 2 row phases, W, 2, O)
   n, h, _, w, _, o = y.shape
   return y.reshape(n, 2 * h, 2 * w, o)
 
