@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ievae_jax import config as config_lib, train_lib
+from ievae_jax import checkpointing, config as config_lib, train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["ievae", "m2"], "Models to time.")
@@ -317,8 +317,7 @@ def main(argv):
 
 def write_results(results: dict, output: str) -> None:
   os.makedirs(os.path.dirname(output), exist_ok=True)
-  with open(output, "w") as f:
-    json.dump(results, f, indent=1)
+  checkpointing.write_json_atomically(output, results)
   print(f"written to {output}")
 
 
