@@ -34,7 +34,6 @@ def test_concat_dense_without_second_input_has_no_second_kernel():
 def test_classifier_architecture_is_chosen_apart_from_the_rest():
   from ievae_jax import model
   from ievae_jax.config import ConfigError, ModelConfig
-  import pytest
   params = model.init(jax.random.key(0), ModelConfig(hidden=32, classifier_arch="conv"))
   assert "ConvTrunk_0" in params.nets["classifier"]                  # conv classifier
   assert "ConvTrunk_0" not in params.nets["equivariant_encoder"]     # MLP encoder
@@ -90,7 +89,6 @@ def test_classifier_dropout_drops_hidden_units_and_rescales_the_rest():
 
 
 def test_classifier_dropout_rate_is_checked():
-  import pytest
   from ievae_jax.config import ConfigError, ModelConfig
   for bad in (-0.1, 1.0, "half"):
     with pytest.raises(ConfigError, match="classifier_dropout must be a rate in"):
