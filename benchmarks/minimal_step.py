@@ -29,7 +29,9 @@ from ievae_jax import checkpointing, train_lib
 flags.DEFINE_string("minimal_output", None, "JSON path (optional).")
 FLAGS = flags.FLAGS
 
-NUM_CLASSES, Z_DIM = 10, 8
+# The benchmarked step's sizes, read from its config so the two steps cannot drift apart.
+NUM_CLASSES = throughput.step_config("ievae").model.num_classes
+Z_DIM = throughput.step_config("ievae").model.z_dim
 ALPHA = 55.0
 
 
