@@ -30,8 +30,8 @@ flags.DEFINE_string("minimal_output", None, "JSON path (optional).")
 FLAGS = flags.FLAGS
 
 # The benchmarked step's sizes, read from its config so the two steps cannot drift apart.
-NUM_CLASSES = throughput.step_config("ievae").model.num_classes
-Z_DIM = throughput.step_config("ievae").model.z_dim
+_BENCHMARKED_MODEL = throughput.step_config("ievae").model
+NUM_CLASSES, Z_DIM = _BENCHMARKED_MODEL.num_classes, _BENCHMARKED_MODEL.z_dim
 ALPHA = 55.0
 
 
