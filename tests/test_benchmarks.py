@@ -132,3 +132,39 @@ def test_minimal_step_loss_is_our_objective_written_independently():
                               y_l, x_u.reshape(5, -1), k_z)
   assert abs(float(ours) - float(minimal)) <= 1e-5 * abs(float(ours)), (ours, minimal)
 
+
+
+def test_semisup_benchmark_passes_sigterm_to_its_run_and_starts_no_more(tmp_path,
+                                                                        small_mnist_dir):
+  """SIGTERM to the wrapper reaches the training run in progress, which saves its
+  checkpoint and exits; the seed queued behind it is never started; the wrapper says how
+  to resume and exits 128 + SIGTERM."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  from ievae_jax import checkpointing
+  from tests.conftest import REPO
+  root = tmp_path / "runs"
+  tiny = ["--num_steps=100000", "--batch_size=10", "--labelled_batch_size=10", "--hidden=32",
+          "--z_dim=3", "--r_dim=4", "--validation_size=100", "--eval_every=100000",
+          "--checkpoint_every=50"]
+  wrapper = subprocess.Popen(
+      [sys.executable, "-m", "benchmarks.mnist_semisup", "--labels=20", "--seeds=0,1",
+       "--tag=t", "--supervised_steps=0", f"--root={root}", f"--data_dir={small_mnist_dir}",
+       "--", *tiny], cwd=REPO, stderr=subprocess.PIPE, text=True)
+  first, second = root / "semisup20-seed0-t", root / "semisup20-seed1-t"
+  deadline = time.time() + 240
+  while not (first / "checkpoints" / "50").is_dir() and time.time() < deadline:
+    assert wrapper.poll() is None, wrapper.stderr.read()[-3000:]
+    time.sleep(0.05)
+  wrapper.send_signal(signal.SIGTERM)
+  _, stderr = wrapper.communicate(timeout=120)
+  assert wrapper.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert "Rerun the same command to resume" in stderr
+  log = (root / "semisup20-seed0-t.log").read_text()
+  assert "Stopped by SIGTERM after step" in log
+  saved = int(log.split("Stopped by SIGTERM after step ")[1].split(";")[0])
+  assert checkpointing.manager(str(first)).latest_step() == saved >= 50
+  assert not os.path.exists(second) and not os.path.exists(f"{second}.log")
