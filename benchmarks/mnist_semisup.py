@@ -40,10 +40,6 @@ def _command(launcher, args):
   return [sys.executable, "-m", f"experiments.{launcher}", *args]
 
 
-class RunsStopped(Exception):
-  """A signal stopped the runs; each started one saved its checkpoint."""
-
-
 class _Launcher:
   """Starts the training subprocesses and passes a SIGTERM or SIGINT sent to this wrapper
   on to them, so each saves its checkpoint and exits (as the launcher does when signalled
@@ -64,13 +60,14 @@ class _Launcher:
 
   def launch(self, command, workdir):
     """Runs `command` (a launcher taking --workdir) into workdir, logging to workdir.log,
-    unless workdir already holds a finished run; returns its results.json."""
+    unless workdir already holds a finished run; returns its results.json, or None once
+    stop() has been called (main then reports the stop instead of any results)."""
     results = common.finished_results(workdir)
     if results is not None:
       return results
     with self._lock:   # so that stop() sees every child started before it
       if self.stopped_by is not None:
-        raise RunsStopped(f"{workdir} was not started")
+        return None
       os.makedirs(workdir, exist_ok=True)
       log = open(workdir + ".log", "a")  # pylint: disable=consider-using-with
       child = subprocess.Popen([*command, f"--workdir={workdir}"], stdout=log,
@@ -79,7 +76,7 @@ class _Launcher:
     with log:
       returncode = child.wait()
     if self.stopped_by is not None:
-      raise RunsStopped(f"{workdir} stopped with exit code {returncode}")
+      return None
     if returncode != 0:
       raise RuntimeError(f"{' '.join(command)} exited with code {returncode}; its log is "
                          f"{workdir}.log.")

@@ -1,8 +1,15 @@
 """Benchmark helpers that turn run logs into reported numbers."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from benchmarks import throughput
+from ievae_jax import checkpointing
+from tests.conftest import REPO
 
 
 def test_time_to_error_is_the_first_validation_check_at_or_below_each_target(tmp_path):
@@ -27,8 +34,6 @@ def test_step_ab_exports_the_baseline_as_a_separate_package(tmp_path, monkeypatc
   """The baseline commit's package imports under its own name, with no import left that
   reaches back into the working tree's ievae_jax."""
   import importlib
-  import os
-  import sys
   import ievae_jax.model
   from benchmarks import step_ab
   monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(step_ab.__file__))))
@@ -133,19 +138,11 @@ def test_minimal_step_loss_is_our_objective_written_independently():
   assert abs(float(ours) - float(minimal)) <= 1e-5 * abs(float(ours)), (ours, minimal)
 
 
-
 def test_semisup_benchmark_passes_sigterm_to_its_run_and_starts_no_more(tmp_path,
                                                                         small_mnist_dir):
   """SIGTERM to the wrapper reaches the training run in progress, which saves its
   checkpoint and exits; the seed queued behind it is never started; the wrapper says how
   to resume and exits 128 + SIGTERM."""
-  import os
-  import signal
-  import subprocess
-  import sys
-  import time
-  from ievae_jax import checkpointing
-  from tests.conftest import REPO
   root = tmp_path / "runs"
   tiny = ["--num_steps=100000", "--batch_size=10", "--labelled_batch_size=10", "--hidden=32",
           "--z_dim=3", "--r_dim=4", "--validation_size=100", "--eval_every=100000",
