@@ -46,6 +46,11 @@ VARIANTS = {
     # train them (M2 with the launcher's d_z = 50 for it).
     "routing_strict": {"routing": "strict"},
     "m2": {"kind": "m2", "z_dim": 50},
+    # Dense layers' products with bfloat16 inputs (`--matmul_dtype=bfloat16`).
+    "bfloat16": {"matmul_dtype": "bfloat16"},
+    "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
+                                               "consistency_weight": 550.0,
+                                               "matmul_dtype": "bfloat16"},
 }
 
 

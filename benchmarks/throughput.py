@@ -13,6 +13,13 @@ MLP 784-500-500, exact class sum), in one process:
   (`peak_fraction`), and of the same product through PyTorch for reference;
 - compile time of our step, and its memory (XLA's memory analysis: arguments,
   outputs and temporaries of the compiled step).
+
+With --matmul_dtypes including bfloat16 (the default), also our step with
+`ModelConfig.matmul_dtype="bfloat16"` (rows `ievae_bfloat16`, `m2_bfloat16`), timed
+against PyTorch eager in float32 and under `torch.autocast` with bfloat16, in
+alternating windows; its `torch_ratio` divides by the faster of the two, and its
+`peak_fraction` by a bfloat16 matrix product's rate (float32 accumulation) measured
+in the same run.
 """
 
 import importlib.util
@@ -32,7 +39,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["ievae", "m2"], "Models to time.")
 flags.DEFINE_integer("windows", 7, "Timed windows per implementation (medians are reported).")
 flags.DEFINE_integer("steps_per_window", 20, "Steps per timed window.")
-flags.DEFINE_boolean("torch_compile", True, "Also time torch.compile (inductor).")
+flags.DEFINE_boolean("torch_compile", True, "Also time torch.compile (inductor), float32 only.")
+flags.DEFINE_list("matmul_dtypes", ["float32", "bfloat16"],
+                  "Our step's ModelConfig.matmul_dtype values to time.")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matrix product.")
 flags.DEFINE_list("time_to_error_runs", [], "name=workdir pairs of finished MNIST-100 runs whose "
                   "metrics.jsonl give the time to reach 5% and 3.33% error.")
@@ -83,11 +92,11 @@ def time_steps_alternately(steps: dict, batches, windows: int, steps_per_window:
   return times
 
 
-def step_config(kind: str) -> config_lib.TrainConfig:
+def step_config(kind: str, matmul_dtype: str = "float32") -> config_lib.TrainConfig:
   """The benchmarked step's settings: MLP everywhere, d_z = 8 (M2: 50), cosine decay."""
   z_dim = 50 if kind == "m2" else 8
-  return config_lib.TrainConfig(model=config_lib.ModelConfig(kind=kind, z_dim=z_dim),
-                                lr_schedule="cosine", num_steps=10000)
+  model = config_lib.ModelConfig(kind=kind, z_dim=z_dim, matmul_dtype=matmul_dtype)
+  return config_lib.TrainConfig(model=model, lr_schedule="cosine", num_steps=10000)
 
 
 def compiled_flops(compiled) -> float:
@@ -96,9 +105,9 @@ def compiled_flops(compiled) -> float:
   return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
 
 
-def jax_step(kind: str):
+def jax_step(kind: str, matmul_dtype: str = "float32"):
   """(window() -> examples/s, info) for our compiled step."""
-  config = step_config(kind)
+  config = step_config(kind, matmul_dtype)
   x_l, y_l, x_u = _batches()
   labelled = {"image": jnp.asarray(x_l), "label": jnp.asarray(y_l)}
   unlabelled = {"image": jnp.asarray(x_u)}
@@ -121,12 +130,13 @@ def jax_step(kind: str):
   return window, info
 
 
-def torch_step(kind: str, compile_mode):
-  """(window() -> examples/s, info) for the PyTorch step, or (None, reason)."""
+def torch_step(kind: str, compile_mode, bfloat16: bool = False):
+  """(window() -> examples/s, info) for the PyTorch step (bfloat16: under autocast)."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  step = torch_reference.make_step(kind, alpha=55.0, compile_mode=compile_mode)
+  step = torch_reference.make_step(kind, alpha=55.0, compile_mode=compile_mode,
+                                   bfloat16=bfloat16)
   x_l, y_l, x_u = (torch.from_numpy(a.reshape(BATCH, -1) if a.ndim > 1 else a)
                    for a in _batches())
   t = time.perf_counter()
@@ -178,10 +188,14 @@ def _zero_noise_loss(params, x_l, y_l, x_u) -> float:
   return float(-labelled.mean() + 55.0 * cross_entropy.mean() - bound.mean())
 
 
-def matmul_flops(n: int) -> dict:
-  """FLOP/s of an n x n float32 product: XLA (and PyTorch when installed), median of 5."""
-  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-  product = jax.jit(lambda a: a @ a)
+def matmul_flops(n: int, dtype: str = "float32") -> dict:
+  """FLOP/s of an n x n product: XLA (and PyTorch when installed), median of 5.
+
+  dtype "bfloat16": bfloat16 factors, float32 accumulation and result (XLA), and
+  bfloat16 factors and result (torch.mm).
+  """
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
+  product = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
   product(a).block_until_ready()
   rates = []
   for _ in range(5):
@@ -193,7 +207,8 @@ def matmul_flops(n: int) -> dict:
   out = {"xla": statistics.median(rates)}
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    b = torch.from_numpy(np.array(a))
+    b = torch.from_numpy(np.array(a.astype(jnp.float32)))
+    b = b.to(torch.bfloat16) if dtype == "bfloat16" else b
     torch.mm(b, b)
     rates = []
     for _ in range(5):
@@ -264,11 +279,22 @@ def main(argv):
              "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
              "jax_version": jax.__version__, "batch": f"{BATCH} labelled + {BATCH} unlabelled",
              "steps_per_window": FLAGS.steps_per_window, "windows": FLAGS.windows}
+  for dtype in FLAGS.matmul_dtypes:
+    if dtype not in config_lib.MATMUL_DTYPES:
+      raise SystemExit(f"--matmul_dtypes: unknown {dtype!r}; use {config_lib.MATMUL_DTYPES}.")
+  rows = [(kind, dtype) for dtype in FLAGS.matmul_dtypes for kind in FLAGS.models]
+  row_name = lambda kind, dtype: kind if dtype == "float32" else f"{kind}_{dtype}"
   results["matmul_flops_per_s_before"] = matmul_flops(FLAGS.matmul_size)
-  for kind in FLAGS.models:
-    ours, info = jax_step(kind)
+  if "bfloat16" in FLAGS.matmul_dtypes:
+    results["bfloat16_matmul_flops_per_s_before"] = matmul_flops(FLAGS.matmul_size, "bfloat16")
+  for kind, dtype in rows:
+    ours, info = jax_step(kind, dtype)
+    info["matmul_dtype"] = dtype
     contenders = {"jax": ours}
-    if have_torch:
+    if have_torch and dtype == "bfloat16":
+      contenders["torch_eager"], info["torch"] = torch_step(kind, None)
+      contenders["torch_eager_bfloat16"], info["torch_bfloat16"] = torch_step(kind, None, True)
+    elif have_torch:
       info["torch_loss_relative_difference"] = check_torch_matches(kind)
       print(f"{kind}: PyTorch reference loss vs ours on the same weights and batch (no noise): "
             f"relative difference {info['torch_loss_relative_difference']:.1e}")
@@ -292,26 +318,41 @@ def main(argv):
       row["torch_best_mode"] = best
       row["torch_eager_examples_per_s"] = torch_rates["torch_eager"]
       row["torch_ratio"] = row["examples_per_s"] / row["torch_examples_per_s"]
-    results[kind] = row
+      if dtype == "bfloat16":
+        row["torch_float32_ratio"] = row["examples_per_s"] / torch_rates["torch_eager"]
+    results[row_name(kind, dtype)] = row
   results["matmul_flops_per_s_after"] = matmul_flops(FLAGS.matmul_size)
-  matmul = max(results["matmul_flops_per_s_before"]["xla"],
-               results["matmul_flops_per_s_after"]["xla"])
-  for kind in FLAGS.models:
-    results[kind]["peak_fraction"] = results[kind]["achieved_flops_per_s"] / matmul
+  matmul = {"float32": max(results["matmul_flops_per_s_before"]["xla"],
+                           results["matmul_flops_per_s_after"]["xla"])}
+  if "bfloat16" in FLAGS.matmul_dtypes:
+    results["bfloat16_matmul_flops_per_s_after"] = matmul_flops(FLAGS.matmul_size, "bfloat16")
+    matmul["bfloat16"] = max(results["bfloat16_matmul_flops_per_s_before"]["xla"],
+                             results["bfloat16_matmul_flops_per_s_after"]["xla"])
+  for kind, dtype in rows:
+    row = results[row_name(kind, dtype)]
+    row["peak_fraction"] = row["achieved_flops_per_s"] / matmul[dtype]
 
-  print(f"float32 {FLAGS.matmul_size}^2 matrix product through XLA: {matmul / 1e9:.0f} GFLOP/s")
-  print(f"{'model':<7}{'ours ex/s':>11}{'torch ex/s':>12}{'ratio':>7}{'GFLOP/step':>12}"
+  for dtype, rate in matmul.items():
+    print(f"{dtype} {FLAGS.matmul_size}^2 matrix product through XLA: {rate / 1e9:.0f} GFLOP/s")
+  print(f"{'model':<15}{'ours ex/s':>11}{'torch ex/s':>12}{'ratio':>7}{'GFLOP/step':>12}"
         f"{'GFLOP/s':>9}{'peak frac':>10}{'compile s':>10}")
-  for kind in FLAGS.models:
-    r = results[kind]
+  for kind, dtype in rows:
+    r = results[row_name(kind, dtype)]
     torch_rate = f"{r['torch_examples_per_s']:.0f}" if "torch_examples_per_s" in r else "-"
     ratio = f"{r['torch_ratio']:.2f}" if "torch_ratio" in r else "-"
-    print(f"{kind:<7}{r['examples_per_s']:>11.0f}{torch_rate:>12}{ratio:>7}"
+    print(f"{row_name(kind, dtype):<15}{r['examples_per_s']:>11.0f}{torch_rate:>12}{ratio:>7}"
           f"{r['flops_per_step'] / 1e9:>12.2f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
           f"{r['peak_fraction']:>10.2f}{r['compile_s']:>10.1f}")
   if FLAGS.time_to_error_runs:
     results["time_to_error"] = _time_to_error_rows()
     _print_time_to_error(results["time_to_error"])
+  elif os.path.exists(output):
+    # Those rows are read from finished runs' logs, not timed here: keep them.
+    with open(output) as f:
+      previous = json.load(f).get("time_to_error")
+    if previous:
+      results["time_to_error"] = previous
+      print(f"time_to_error rows carried over from the previous {output}")
   write_results(results, output)
 
 

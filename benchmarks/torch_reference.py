@@ -68,16 +68,22 @@ class Model(nn.Module):
     return -labelled_elbo.mean() + alpha * cross_entropy - bound.mean()
 
 
-def make_step(kind: str, alpha: float, compile_mode=None):
-  """step(images_l uint8 (B, 784), labels (B,), images_u uint8 (B, 784)) -> loss."""
+def make_step(kind: str, alpha: float, compile_mode=None, bfloat16: bool = False):
+  """step(images_l uint8 (B, 784), labels (B,), images_u uint8 (B, 784)) -> loss.
+
+  bfloat16: the forward pass under `torch.autocast("cpu", torch.bfloat16)`, PyTorch's
+  own mixed precision (its linear layers take bfloat16 inputs; weights stay float32),
+  the counterpart of our `matmul_dtype="bfloat16"`.
+  """
   model = Model(kind, z_dim=50 if kind == "m2" else 8)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
   def forward_backward(x_l, y_l, x_u):
     x_l = torch.bernoulli(x_l.float() / 255.0)
     x_u = torch.bernoulli(x_u.float() / 255.0)
-    loss = model.loss(x_l, y_l, x_u, alpha)
-    loss.backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+      loss = model.loss(x_l, y_l, x_u, alpha)
+    loss.float().backward()
     return loss
 
   if compile_mode is not None:

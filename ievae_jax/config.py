@@ -19,6 +19,8 @@ LIKELIHOODS = ("bernoulli",)
 DATASETS = ("mnist", "fashion_mnist")
 LR_SCHEDULES = ("constant", "cosine")
 CLASSIFIER_INPUTS = ("binary", "grey")
+# The dense layers' product inputs; "bfloat16" accumulates in float32 (nets/products.py).
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,11 @@ class ModelConfig:
     classifier_dropout: dropout rate on the classifier's hidden features during
       training (0: none, the default). A property of the network q(y | x), not of
       the objective; evaluation and the public API never drop.
+    matmul_dtype: "float32" (default) or "bfloat16": the dtype of the dense layers'
+      matrix-product inputs, forward and backward, accumulated in float32; weights,
+      activations, loss and optimiser stay float32, convolutions too. See
+      `nets.products`; "bfloat16" supports jit, vmap and grad but not forward-mode
+      autodiff (jax.jvp) through the dense layers.
   """
   image_shape: Tuple[int, int, int] = (28, 28, 1)
   num_classes: int = 10
@@ -60,6 +67,7 @@ class ModelConfig:
   routing: str = "conditional"
   likelihood: str = "bernoulli"
   classifier_dropout: float = 0.0
+  matmul_dtype: str = "float32"
 
   @property
   def has_classes(self) -> bool:
@@ -92,6 +100,9 @@ class ModelConfig:
             and 0 <= self.classifier_dropout < 1):
       raise ConfigError(f"--classifier_dropout must be a rate in [0, 1), got "
                         f"{self.classifier_dropout!r}; 0 turns it off.")
+    if self.matmul_dtype not in MATMUL_DTYPES:
+      raise ConfigError(f"Unknown --matmul_dtype {self.matmul_dtype!r}; use one of "
+                        f"{', '.join(MATMUL_DTYPES)}.")
     if "conv" in (self.arch, self.classifier_arch) and tuple(self.image_shape[:2]) != (28, 28):
       raise ConfigError(
           f"The conv architecture expects 28x28 images, got {self.image_shape}; use --arch=mlp.")

@@ -30,16 +30,18 @@ def build(config: ModelConfig) -> Networks:
   families = {"mlp": mlp, "conv": conv}
   family = families[config.arch]
   classifier_family = families[config.classifier_arch or config.arch]
-  embedding = {"ievae": lambda: InvariantEmbedding(config.hidden, config.r_dim),
+  dtype = config.matmul_dtype
+  embedding = {"ievae": lambda: InvariantEmbedding(config.hidden, config.r_dim, dtype),
                "m2": OneHotEmbedding, "vae": lambda: None}[config.kind]()
   return Networks(
       classifier=(classifier_family.Classifier(config.hidden, config.num_classes,
-                                               config.classifier_dropout)
+                                               config.classifier_dropout, dtype)
                   if config.has_classes else None),
       invariant_embedding=embedding,
       equivariant_encoder=EquivariantEncoder(config.hidden, config.z_dim,
-                                             features=_encoder_features[config.arch]()),
-      decoder=family.Decoder(config.hidden, tuple(config.image_shape)),
+                                             features=_encoder_features[config.arch](),
+                                             matmul_dtype=dtype),
+      decoder=family.Decoder(config.hidden, tuple(config.image_shape), dtype),
   )
 
 

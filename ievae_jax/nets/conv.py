@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from ievae_jax.nets.layers import ConcatDense, apply_to_images
+from ievae_jax.nets.products import Dense
 
 
 def _phase(kernel_size: int, phase: int):
@@ -86,24 +87,26 @@ class Classifier(nn.Module):
   hidden: int
   num_classes: int
   dropout_rate: float = 0.0
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, deterministic: bool = True) -> jnp.ndarray:
     drop = lambda h: nn.Dropout(self.dropout_rate, deterministic=deterministic)(h)
     h = drop(apply_to_images(ConvTrunk(), x))
-    h = drop(nn.relu(nn.Dense(self.hidden)(h)))
-    return nn.Dense(self.num_classes)(h)
+    h = drop(nn.relu(Dense(self.hidden, self.matmul_dtype)(h)))
+    return Dense(self.num_classes, self.matmul_dtype)(h)
 
 
 class Decoder(nn.Module):
   """f([r, z]): Bernoulli logits. r (..., r_dim), z (..., z_dim) -> (..., 28, 28, C)."""
   hidden: int
   image_shape: Tuple[int, int, int]
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, r: jnp.ndarray, z: jnp.ndarray) -> jnp.ndarray:
-    h = nn.relu(ConcatDense(self.hidden, name="decoder_input")(z, r))
-    h = nn.relu(nn.Dense(7 * 7 * 64)(h))
+    h = nn.relu(ConcatDense(self.hidden, self.matmul_dtype, name="decoder_input")(z, r))
+    h = nn.relu(Dense(7 * 7 * 64, self.matmul_dtype)(h))
     lead = h.shape[:-1]
     h = h.reshape((-1, 7, 7, 64))
     # Named as nn.ConvTranspose's were, so that earlier checkpoints load unchanged.

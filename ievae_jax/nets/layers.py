@@ -5,6 +5,8 @@ from typing import Callable, Optional, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ievae_jax.nets.products import Dense
+
 
 class ConcatDense(nn.Module):
   """A dense layer on the concatenation [a, b], computed as W_a a + W_b b + bias.
@@ -17,12 +19,13 @@ class ConcatDense(nn.Module):
   Shapes: a (..., D_a), b (..., D_b) or None -> (..., features), leading dims broadcast.
   """
   features: int
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, a: jnp.ndarray, b: Optional[jnp.ndarray]) -> jnp.ndarray:
-    h = nn.Dense(self.features, use_bias=False, name="from_first")(a)
+    h = Dense(self.features, self.matmul_dtype, use_bias=False, name="from_first")(a)
     if b is not None:
-      h = h + nn.Dense(self.features, use_bias=False, name="from_second")(b)
+      h = h + Dense(self.features, self.matmul_dtype, use_bias=False, name="from_second")(b)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     return h + bias
 
@@ -34,10 +37,11 @@ class GaussianHead(nn.Module):
   KL term's log sigma blows up.
   """
   z_dim: int
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, h: jnp.ndarray):
-    out = nn.Dense(2 * self.z_dim, name="mean_and_scale")(h)
+    out = Dense(2 * self.z_dim, self.matmul_dtype, name="mean_and_scale")(h)
     mean, raw_scale = jnp.split(out, 2, axis=-1)
     return mean, nn.softplus(raw_scale) + 1e-4
 
@@ -49,11 +53,12 @@ class InvariantEmbedding(nn.Module):
   """
   hidden: int
   r_dim: int
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, y_onehot: jnp.ndarray) -> jnp.ndarray:
-    h = nn.relu(nn.Dense(self.hidden)(y_onehot))
-    return nn.Dense(self.r_dim)(h)
+    h = nn.relu(Dense(self.hidden, self.matmul_dtype)(y_onehot))
+    return Dense(self.r_dim, self.matmul_dtype)(h)
 
 
 class OneHotEmbedding(nn.Module):
@@ -83,10 +88,11 @@ class EquivariantEncoder(nn.Module):
   hidden: int
   z_dim: int
   features: Callable
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, r: Optional[jnp.ndarray]) -> Tuple[jnp.ndarray, jnp.ndarray]:
-    h = nn.relu(ConcatDense(self.hidden, name="encoder_input")(
+    h = nn.relu(ConcatDense(self.hidden, self.matmul_dtype, name="encoder_input")(
         apply_to_images(self.features, x), r))
-    h = nn.relu(nn.Dense(self.hidden)(h))
-    return GaussianHead(self.z_dim)(h)
+    h = nn.relu(Dense(self.hidden, self.matmul_dtype)(h))
+    return GaussianHead(self.z_dim, self.matmul_dtype)(h)
