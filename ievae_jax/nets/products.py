@@ -4,8 +4,8 @@
 product, forward and backward, to bfloat16 and accumulates and returns float32.
 Parameters, activations, the loss and the optimiser stay float32; so do the conv
 layers' convolutions. On a CPU with AVX512-BF16 this nearly halves the IE-VAE's
-MLP step (README, "Speed"); the price is bfloat16's 8-bit mantissa in the products'
-inputs (a relative rounding of about 0.4% per factor).
+MLP step (README, "Speed"); the price is bfloat16's 8 significant bits in the products'
+inputs (each factor rounded by up to 2^-9, about 0.2%, relative).
 
 Why a custom VJP: differentiating a product of bfloat16 casts makes JAX's backward
 products mix a float32 cotangent with a bfloat16 factor, and XLA's CPU backend runs
