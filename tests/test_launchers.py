@@ -166,6 +166,19 @@ def test_alpha_flag_takes_a_number_or_kingma(semisup_main, argv, alpha):
   assert common.config_from_flags(supervised=False).alpha == alpha
 
 
+def test_matmul_dtype_flag_reaches_the_model(semisup_main):
+  from absl import flags
+  from experiments import common
+  configs = {}
+  for argv in ([], ["--matmul_dtype=bfloat16"]):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["mnist_semisup", *argv])
+    configs[tuple(argv)] = common.config_from_flags(supervised=False)
+  float32, bfloat16 = configs[()], configs[("--matmul_dtype=bfloat16",)]
+  assert (float32.model.matmul_dtype, bfloat16.model.matmul_dtype) == ("float32", "bfloat16")
+  # Its workdir digest: tests/test_sweep.py::test_default_workdirs_of_earlier_runs_are_stable.
+
+
 def test_label_seed_keeps_one_labelled_subset_across_restarts(semisup_main, mnist_arrays):
   from absl import flags
   from experiments import common
