@@ -42,7 +42,8 @@ flags.DEFINE_integer("steps_per_window", 20, "Steps per timed window.")
 flags.DEFINE_boolean("torch_compile", True, "Also time torch.compile (inductor), float32 only.")
 flags.DEFINE_list("matmul_dtypes", ["float32", "bfloat16"],
                   "Our step's ModelConfig.matmul_dtype values to time.")
-flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matrix product.")
+flags.DEFINE_integer("matmul_size", 2048, "Side of the square matrix products (float32, "
+                     "and bfloat16 when timed) that the peak fractions divide by.")
 flags.DEFINE_list("time_to_error_runs", [], "name=workdir pairs of finished MNIST-100 runs whose "
                   "metrics.jsonl give the time to reach 5% and 3.33% error.")
 flags.DEFINE_string("output", None, "JSON path; default benchmarks/results/throughput_<platform>.json.")

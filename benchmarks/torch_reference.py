@@ -72,8 +72,8 @@ def make_step(kind: str, alpha: float, compile_mode=None, bfloat16: bool = False
   """step(images_l uint8 (B, 784), labels (B,), images_u uint8 (B, 784)) -> loss.
 
   bfloat16: the forward pass under `torch.autocast("cpu", torch.bfloat16)`, PyTorch's
-  own mixed precision (its linear layers take bfloat16 inputs; weights stay float32),
-  the counterpart of our `matmul_dtype="bfloat16"`.
+  own mixed precision and the counterpart of our `matmul_dtype="bfloat16"` (its linear
+  layers take and return bfloat16, so activations are bfloat16 too; weights stay float32).
   """
   model = Model(kind, z_dim=50 if kind == "m2" else 8)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
