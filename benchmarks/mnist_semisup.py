@@ -8,7 +8,10 @@ benchmarks/results/mnist_semisup_labels<labels>.json.
   python -m benchmarks.mnist_semisup --labels=100 --seeds=0,1,2 \
       --data_dir=../shared/data/mnist --parallel=2 -- --lr_schedule=cosine
 
-Arguments after `--` go to both launchers unchanged.
+Arguments after `--` go to both launchers unchanged. `--reuse` takes the per-seed
+results of seeds already reported in earlier outputs of this benchmark (their workdirs
+may be gone) instead of training them again, after checking that those outputs ran the
+same setting.
 """
 
 import json
@@ -24,6 +27,7 @@ from absl import app, flags
 
 from experiments import common
 from ievae_jax import checkpointing
+from ievae_jax import config as config_lib
 
 flags.DEFINE_integer("labels", 100, "Labelled examples.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
@@ -33,6 +37,8 @@ flags.DEFINE_string("tag", "default", "Name of this setting, part of each workdi
 flags.DEFINE_integer("parallel", 1, "Runs at a time.")
 flags.DEFINE_integer("supervised_steps", 10000, "Steps of the supervised run (0: skip it).")
 flags.DEFINE_string("output", None, "JSON path (default benchmarks/results/...).")
+flags.DEFINE_list("reuse", [], "Earlier outputs of this benchmark whose per-seed results "
+                  "stand for those seeds instead of training them again.")
 FLAGS = flags.FLAGS
 
 
@@ -84,15 +90,68 @@ class _Launcher:
       return json.load(f)
 
 
+# Settings that may differ between reused and fresh seeds: the seed itself, and what
+# checkpointing.RESUMABLE_SETTINGS lets change on resume, except the length of the run.
+_NOT_A_SETTING = ("seed", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                  "data_dir", "tfds_data_dir")
+
+
+def _setting(flag_values: dict) -> dict:
+  return {k: v for k, v in flag_values.items() if k not in _NOT_A_SETTING}
+
+
+def reused_results(paths, seeds):
+  """seed -> a per-seed entry of an earlier output, with that output's "flags" and
+  "dataset", for each of `seeds` that one of `paths` reports (the last path wins)."""
+  reused = {}
+  for path in paths:
+    try:
+      with open(path) as f:
+        earlier = json.load(f)
+      entries, earlier_flags = earlier["per_seed"], earlier["flags"]
+    except (OSError, ValueError, KeyError) as e:
+      raise config_lib.ConfigError(
+          f"--reuse={path}: not an output of benchmarks.mnist_semisup ({e}); pass the "
+          "JSON file that benchmark wrote.") from e
+    for entry in entries:
+      if str(entry["seed"]) in seeds:
+        reused[str(entry["seed"])] = dict(entry, flags=earlier_flags, path=path,
+                                          dataset=earlier["dataset"])
+  return reused
+
+
+def check_same_setting(results: dict) -> None:
+  """Raises ConfigError if any two of `results` (name -> results.json or reused entry)
+  trained different settings, apart from the seed and the bookkeeping flags."""
+  (first_name, first), *rest = results.items()
+  for name, other in rest:
+    a, b = _setting(first["flags"]), _setting(other["flags"])
+    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if differing:
+      where = lambda n, r: f"{n} (from {r['path']})" if "path" in r else n
+      raise config_lib.ConfigError(
+          f"{where(first_name, first)} and {where(name, other)} differ in "
+          f"{', '.join(differing)}; --reuse only outputs of this command's setting.")
+
+
 def main(argv):
+  common.main_guard(lambda: _main(argv))
+
+
+def _main(argv):
   passthrough = list(argv[1:])
   data_args = [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
   jobs = {}
+  reused = reused_results(FLAGS.reuse, FLAGS.seeds)
+  if reused:  # against each other now; against the seeds trained here once they finish
+    check_same_setting({f"seed{s}": r for s, r in reused.items()})
   launcher = _Launcher()
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, launcher.stop)
   with futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
     for seed in FLAGS.seeds:
+      if seed in reused:
+        continue
       workdir = os.path.join(FLAGS.root, f"semisup{FLAGS.labels}-seed{seed}-{FLAGS.tag}")
       args = [f"--labels={FLAGS.labels}", f"--seed={seed}", *data_args, *passthrough]
       jobs[f"seed{seed}"] = pool.submit(launcher.launch, _command("mnist_semisup", args), workdir)
@@ -107,7 +166,9 @@ def main(argv):
           f"{FLAGS.root}). Rerun the same command to resume them.", file=sys.stderr)
     sys.exit(128 + launcher.stopped_by)
   runs = {name: job.result() for name, job in jobs.items()}
+  runs.update({f"seed{s}": entry for s, entry in reused.items()})
   seeds = [runs[f"seed{s}"] for s in FLAGS.seeds]
+  check_same_setting({f"seed{s}": r for s, r in zip(FLAGS.seeds, seeds)})
   errors = [r["test_error"] for r in seeds]
   summary = {
       "dataset": seeds[0]["dataset"],
@@ -122,7 +183,9 @@ def main(argv):
       "command": "python -m benchmarks.mnist_semisup " + " ".join(sys.argv[1:]),
       "note": (f"Wall seconds of each run as trained. This benchmark ran {FLAGS.parallel} "
                "run(s) at a time; jobs started outside it on the same CPU are not "
-               "counted here (the README says what shared the machine)."),
+               "counted here (the README says what shared the machine)."
+               + "".join(f" Seed {s} is reported as in {r['path']}, not trained again."
+                         for s, r in reused.items())),
   }
   if "supervised" in runs:
     summary["supervised"] = {k: runs["supervised"][k] for k in

@@ -165,3 +165,37 @@ def test_semisup_benchmark_passes_sigterm_to_its_run_and_starts_no_more(tmp_path
   saved = int(log.split("Stopped by SIGTERM after step ")[1].split(";")[0])
   assert checkpointing.manager(str(first)).latest_step() == saved >= 50
   assert not os.path.exists(second) and not os.path.exists(f"{second}.log")
+
+
+def test_semisup_benchmark_reuses_reported_seeds_of_the_same_setting_only(tmp_path,
+                                                                          small_mnist_dir):
+  """A seed found in a --reuse output is not trained again and enters the mean as
+  reported; an output of another setting is refused, naming the setting that differs."""
+  root, tiny = tmp_path / "runs", ["--num_steps=20", "--batch_size=10",
+                                   "--labelled_batch_size=10", "--hidden=32", "--z_dim=3",
+                                   "--r_dim=4", "--validation_size=100", "--eval_every=10"]
+  def wrapper(seeds, output, *reuse):
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.mnist_semisup", "--labels=20", f"--seeds={seeds}",
+         "--tag=t", "--supervised_steps=0", f"--root={root}", f"--data_dir={small_mnist_dir}",
+         f"--output={output}", *[f"--reuse={path}" for path in reuse], "--", *tiny],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+  trained = wrapper("0", tmp_path / "seed0.json")
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  seed0 = json.loads((tmp_path / "seed0.json").read_text())
+  earlier = dict(seed0, per_seed=[dict(seed0["per_seed"][0], seed=1, test_error=0.5)])
+  (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+
+  both = wrapper("0,1", tmp_path / "both.json", tmp_path / "earlier.json")
+  assert both.returncode == 0, both.stderr[-3000:]
+  summary = json.loads((tmp_path / "both.json").read_text())
+  assert [s["test_error"] for s in summary["per_seed"]] == [seed0["test_error"], 0.5]
+  assert summary["test_error"] == (seed0["test_error"] + 0.5) / 2
+  assert not (root / "semisup20-seed1-t").exists()
+  assert "Seed 1 is reported as in" in summary["note"]
+
+  other = dict(earlier, flags=dict(earlier["flags"], alpha=1.0))
+  (tmp_path / "other.json").write_text(json.dumps(other))
+  refused = wrapper("0,1", tmp_path / "refused.json", tmp_path / "other.json")
+  assert refused.returncode != 0 and "differ in alpha;" in refused.stderr
+  assert not (tmp_path / "refused.json").exists()
