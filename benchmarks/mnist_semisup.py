@@ -97,6 +97,8 @@ _NOT_A_SETTING = ("seed", "log_every", "eval_every", "checkpoint_every", "keep_c
 
 
 def _setting(flag_values: dict) -> dict:
+  """The run's settings, with those added since it was written at their defaults."""
+  flag_values = config_lib.TrainConfig.from_dict(flag_values).to_dict()
   return {k: v for k, v in flag_values.items() if k not in _NOT_A_SETTING}
 
 
@@ -125,8 +127,8 @@ def check_same_setting(results: dict) -> None:
   trained different settings, apart from the seed and the bookkeeping flags."""
   (first_name, first), *rest = results.items()
   for name, other in rest:
-    a, b = _setting(first["flags"]), _setting(other["flags"])
-    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    differing = [d.split(" ")[0] for d in checkpointing.mismatched_settings(
+        _setting(first["flags"]), _setting(other["flags"]))]
     if differing:
       where = lambda n, r: f"{n} (from {r['path']})" if "path" in r else n
       raise config_lib.ConfigError(
