@@ -92,8 +92,8 @@ class _Launcher:
 
 # Settings that may differ between reused and fresh seeds: the seed itself, and what
 # checkpointing.RESUMABLE_SETTINGS lets change on resume, except the length of the run.
-_NOT_A_SETTING = ("seed", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                  "data_dir", "tfds_data_dir")
+_NOT_A_SETTING = ("seed",) + tuple(s for s in checkpointing.RESUMABLE_SETTINGS
+                                   if s != "num_steps")
 
 
 def _setting(flag_values: dict) -> dict:
