@@ -167,10 +167,10 @@ def _main(argv):
           f"runs in progress: each saves its checkpoint and exits (see its .log in "
           f"{FLAGS.root}). Rerun the same command to resume them.", file=sys.stderr)
     sys.exit(128 + launcher.stopped_by)
-  finished = {name: job.result() for name, job in jobs.items()}
-  finished.update({f"seed{s}": entry for s, entry in reused.items()})
-  runs = {name: finished[name] for name in [f"seed{s}" for s in FLAGS.seeds] +
-          (["supervised"] if "supervised" in finished else [])}
+  runs = {f"seed{s}": reused[s] if s in reused else jobs[f"seed{s}"].result()
+          for s in FLAGS.seeds}
+  if "supervised" in jobs:
+    runs["supervised"] = jobs["supervised"].result()
   seeds = [runs[f"seed{s}"] for s in FLAGS.seeds]
   check_same_setting({f"seed{s}": r for s, r in zip(FLAGS.seeds, seeds)})
   errors = [r["test_error"] for r in seeds]

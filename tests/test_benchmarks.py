@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from benchmarks import throughput
 from ievae_jax import checkpointing
 from tests.conftest import REPO
@@ -190,7 +192,7 @@ def test_semisup_benchmark_reuses_reported_seeds_of_the_same_setting_only(tmp_pa
   assert both.returncode == 0, both.stderr[-3000:]
   summary = json.loads((tmp_path / "both.json").read_text())
   assert [s["test_error"] for s in summary["per_seed"]] == [seed0["test_error"], 0.5]
-  assert summary["test_error"] == (seed0["test_error"] + 0.5) / 2
+  assert summary["test_error"] == pytest.approx((seed0["test_error"] + 0.5) / 2, rel=1e-12)
   assert not (root / "semisup20-seed1-t").exists()
   assert "Seed 1 is reported as in" in summary["note"]
 
