@@ -34,7 +34,8 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 flags.DEFINE_string("data_dir", None, "IDX directory passed to the launchers.")
 flags.DEFINE_string("root", "runs/bench", "Where the run directories live.")
 flags.DEFINE_string("tag", "default", "Name of this setting, part of each workdir's name.")
-flags.DEFINE_integer("parallel", 1, "Runs at a time.")
+flags.DEFINE_integer("parallel", 1, "Runs at a time (also on one GPU: see "
+                     "common.child_environment).")
 flags.DEFINE_integer("supervised_steps", 10000, "Steps of the supervised run (0: skip it).")
 flags.DEFINE_string("output", None, "JSON path (default benchmarks/results/...).")
 flags.DEFINE_list("reuse", [], "Earlier outputs of this benchmark whose per-seed results "
@@ -52,7 +53,8 @@ class _Launcher:
   itself) instead of training on, orphaned; runs not started yet are not started. The
   same command then resumes them all."""
 
-  def __init__(self):
+  def __init__(self, environ: dict):
+    self._environ = environ
     self._lock = threading.Lock()
     self._children = []
     self.stopped_by = None
@@ -77,7 +79,7 @@ class _Launcher:
       os.makedirs(workdir, exist_ok=True)
       log = open(workdir + ".log", "a")  # pylint: disable=consider-using-with
       child = subprocess.Popen([*command, f"--workdir={workdir}"], stdout=log,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, env=self._environ)
       self._children.append(child)
     with log:
       returncode = child.wait()
@@ -147,7 +149,7 @@ def _main(argv):
   reused = reused_results(FLAGS.reuse, FLAGS.seeds)
   if reused:  # against each other now; against the seeds trained here once they finish
     check_same_setting({f"seed{s}": r for s, r in reused.items()})
-  launcher = _Launcher()
+  launcher = _Launcher(common.child_environment(FLAGS.parallel))
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, launcher.stop)
   with futures.ThreadPoolExecutor(FLAGS.parallel) as pool:

@@ -20,6 +20,10 @@ against PyTorch eager in float32 and under `torch.autocast` with bfloat16, in
 alternating windows; its `torch_ratio` divides by the faster of the two, and its
 `peak_fraction` by a bfloat16 matrix product's rate (float32 accumulation) measured
 in the same run.
+
+On a GPU (JAX's platform "gpu"), PyTorch runs on CUDA too and its float32 products
+use TensorFloat-32 (`torch.set_float32_matmul_precision("high")`), as XLA's do there
+by default, so that both sides do the same arithmetic; the JSON records both settings.
 """
 
 import importlib.util
@@ -40,6 +44,8 @@ flags.DEFINE_list("models", ["ievae", "m2"], "Models to time.")
 flags.DEFINE_integer("windows", 7, "Timed windows per implementation (medians are reported).")
 flags.DEFINE_integer("steps_per_window", 20, "Steps per timed window.")
 flags.DEFINE_boolean("torch_compile", True, "Also time torch.compile (inductor), float32 only.")
+flags.DEFINE_list("torch_compile_modes", ["default"], "torch.compile modes to time (on a GPU, "
+                  "'reduce-overhead' adds CUDA graphs, the counterpart of one XLA executable).")
 flags.DEFINE_list("matmul_dtypes", ["float32", "bfloat16"],
                   "Our step's ModelConfig.matmul_dtype values to time.")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matrix products (float32, "
@@ -131,14 +137,24 @@ def jax_step(kind: str, matmul_dtype: str = "float32"):
   return window, info
 
 
+def torch_device() -> str:
+  """Where PyTorch runs: CUDA when our JAX step runs on a GPU, else the CPU."""
+  import torch  # pylint: disable=g-import-not-at-top
+  on_gpu = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
+  if on_gpu:
+    torch.set_float32_matmul_precision("high")   # TF32, as XLA's GPU default
+  return "cuda" if on_gpu else "cpu"
+
+
 def torch_step(kind: str, compile_mode, bfloat16: bool = False):
   """(window() -> examples/s, info) for the PyTorch step (bfloat16: under autocast)."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
+  device = torch_device()
   step = torch_reference.make_step(kind, alpha=55.0, compile_mode=compile_mode,
-                                   bfloat16=bfloat16)
-  x_l, y_l, x_u = (torch.from_numpy(a.reshape(BATCH, -1) if a.ndim > 1 else a)
+                                   bfloat16=bfloat16, device=device)
+  x_l, y_l, x_u = (torch.from_numpy(a.reshape(BATCH, -1) if a.ndim > 1 else a).to(device)
                    for a in _batches())
   t = time.perf_counter()
   for _ in range(3):   # torch.compile traces and compiles on the first calls
@@ -153,7 +169,8 @@ def torch_step(kind: str, compile_mode, bfloat16: bool = False):
     return FLAGS.steps_per_window * 2 * BATCH / (time.perf_counter() - t)
 
   return window, {"warmup_s": warmup_s, "threads": torch.get_num_threads(),
-                  "version": torch.__version__}
+                  "version": torch.__version__, "device": device,
+                  "float32_matmul_precision": torch.get_float32_matmul_precision()}
 
 
 def check_torch_matches(kind: str) -> float:
@@ -208,14 +225,18 @@ def matmul_flops(n: int, dtype: str = "float32") -> dict:
   out = {"xla": statistics.median(rates)}
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    b = torch.from_numpy(np.array(a.astype(jnp.float32)))
+    device = torch_device()
+    b = torch.from_numpy(np.array(a.astype(jnp.float32))).to(device)
     b = b.to(torch.bfloat16) if dtype == "bfloat16" else b
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     torch.mm(b, b)
+    sync()
     rates = []
     for _ in range(5):
       t = time.perf_counter()
       for _ in range(5):
         torch.mm(b, b)
+      sync()
       rates.append(5 * 2 * n ** 3 / (time.perf_counter() - t))
     out["torch"] = statistics.median(rates)
   except ImportError:
@@ -278,7 +299,9 @@ def main(argv):
     print("PyTorch is not installed (pip install torch==2.13.0): timing ievae_jax alone.")
   results = {"platform": platform, "device": str(jax.devices()[0].device_kind),
              "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
-             "jax_version": jax.__version__, "batch": f"{BATCH} labelled + {BATCH} unlabelled",
+             "jax_version": jax.__version__,
+             "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+             "batch": f"{BATCH} labelled + {BATCH} unlabelled",
              "steps_per_window": FLAGS.steps_per_window, "windows": FLAGS.windows}
   for dtype in FLAGS.matmul_dtypes:
     if dtype not in config_lib.MATMUL_DTYPES:
@@ -300,11 +323,12 @@ def main(argv):
       print(f"{kind}: PyTorch reference loss vs ours on the same weights and batch (no noise): "
             f"relative difference {info['torch_loss_relative_difference']:.1e}")
       contenders["torch_eager"], info["torch"] = torch_step(kind, None)
-      if FLAGS.torch_compile:
+      for mode in FLAGS.torch_compile_modes if FLAGS.torch_compile else ():
+        name = "torch_compile" if mode == "default" else f"torch_compile_{mode}"
         try:
-          contenders["torch_compile"], info["torch_compile"] = torch_step(kind, "default")
+          contenders[name], info[name] = torch_step(kind, mode)
         except Exception as e:  # pylint: disable=broad-except
-          info["torch_compile"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+          info[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     rates = {name: [] for name in contenders}
     for _ in range(FLAGS.windows):          # alternate: ours, torch eager, torch compiled, ...
       for name, window in contenders.items():

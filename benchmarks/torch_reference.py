@@ -38,7 +38,7 @@ class Model(nn.Module):
                                   nn.Linear(hidden, pixels))
 
   def class_representations(self):
-    eye = torch.eye(self.k)
+    eye = torch.eye(self.k, device=self.enc_x.weight.device)
     return eye if self.kind == "m2" else self.embedding(eye)
 
   def elbo_terms(self, x, r, eps):
@@ -55,11 +55,11 @@ class Model(nn.Module):
   def loss(self, x_l, y_l, x_u, alpha):
     r_all = self.class_representations()
     log_prior = -math.log(self.k)
-    eps_l = torch.randn(x_l.shape[0], self.z_dim)
+    eps_l = torch.randn(x_l.shape[0], self.z_dim, device=x_l.device)
     recon, kl = self.elbo_terms(x_l, r_all[y_l], eps_l)
     labelled_elbo = recon - kl + log_prior
     cross_entropy = F.cross_entropy(self.classifier(x_l), y_l)
-    eps_u = torch.randn(x_u.shape[0], self.k, self.z_dim)
+    eps_u = torch.randn(x_u.shape[0], self.k, self.z_dim, device=x_u.device)
     recon_u, kl_u = self.elbo_terms(x_u[:, None], r_all, eps_u)
     class_elbo = recon_u - kl_u + log_prior                              # (B, K)
     log_q = F.log_softmax(self.classifier(x_u), -1)
@@ -68,20 +68,22 @@ class Model(nn.Module):
     return -labelled_elbo.mean() + alpha * cross_entropy - bound.mean()
 
 
-def make_step(kind: str, alpha: float, compile_mode=None, bfloat16: bool = False):
+def make_step(kind: str, alpha: float, compile_mode=None, bfloat16: bool = False,
+              device: str = "cpu"):
   """step(images_l uint8 (B, 784), labels (B,), images_u uint8 (B, 784)) -> loss.
 
-  bfloat16: the forward pass under `torch.autocast("cpu", torch.bfloat16)`, PyTorch's
+  The images and labels must be on `device` ("cpu" or "cuda"), where the model lives.
+  bfloat16: the forward pass under `torch.autocast(device, torch.bfloat16)`, PyTorch's
   own mixed precision and the counterpart of our `matmul_dtype="bfloat16"` (its linear
   layers take and return bfloat16, so activations are bfloat16 too; weights stay float32).
   """
-  model = Model(kind, z_dim=50 if kind == "m2" else 8)
+  model = Model(kind, z_dim=50 if kind == "m2" else 8).to(device)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
   def forward_backward(x_l, y_l, x_u):
     x_l = torch.bernoulli(x_l.float() / 255.0)
     x_u = torch.bernoulli(x_u.float() / 255.0)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bfloat16):
       loss = model.loss(x_l, y_l, x_u, alpha)
     loss.float().backward()
     return loss
@@ -126,7 +128,7 @@ def load_flax_params(torch_model: Model, nets: dict) -> None:
 def loss_with_zero_noise(torch_model: Model, x_l, y_l, x_u, alpha: float) -> float:
   """The model's loss with every latent noise draw set to 0 (z = posterior mean)."""
   original = torch.randn
-  torch.randn = lambda *shape, **kw: torch.zeros(*shape)
+  torch.randn = lambda *shape, device=None: torch.zeros(*shape, device=device)
   try:
     with torch.no_grad():
       return float(torch_model.loss(x_l, y_l, x_u, alpha))

@@ -217,6 +217,17 @@ def _omit_neutral(settings: dict, neutral: dict) -> dict:
   return {k: v for k, v in settings.items() if not (k in neutral and v == neutral[k])}
 
 
+def child_environment(parallel: int, environ=None) -> dict:
+  """The training subprocesses' environment: this one's, and with several runs at a time,
+  XLA_PYTHON_CLIENT_PREALLOCATE=false unless set. JAX otherwise takes 75% of a GPU's
+  memory per process, so a second run on the same GPU would find too little left; each
+  run here needs a few hundred MB."""
+  environ = dict(os.environ if environ is None else environ)
+  if parallel > 1:
+    environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  return environ
+
+
 def finished_results(workdir: str, num_steps: Optional[int] = None) -> Optional[dict]:
   """The results.json of a run in workdir that trained num_steps steps (None: as many
   as the run itself was set to), or None if there is none or it stopped short."""

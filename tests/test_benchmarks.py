@@ -14,6 +14,15 @@ from ievae_jax import checkpointing
 from tests.conftest import REPO
 
 
+def test_parallel_runs_do_not_each_preallocate_most_of_a_gpu():
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  user = {"PATH": "/bin", "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
+  assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in common.child_environment(1, {"A": "1"})
+  assert common.child_environment(4, {"A": "1"}) == {
+      "A": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  assert common.child_environment(4, user) == user   # the user's choice stands
+
+
 def test_time_to_error_is_the_first_validation_check_at_or_below_each_target(tmp_path):
   checks = [(1000, 120.0, 0.09), (2000, 250.0, 0.05), (3000, 390.0, 0.052), (4000, 500.0, 0.04)]
   with open(tmp_path / "metrics.jsonl", "w") as f:
