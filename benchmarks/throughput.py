@@ -141,8 +141,6 @@ def torch_device() -> str:
   """Where PyTorch runs: CUDA when our JAX step runs on a GPU, else the CPU."""
   import torch  # pylint: disable=g-import-not-at-top
   on_gpu = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
-  if on_gpu:
-    torch.set_float32_matmul_precision("high")   # TF32, as XLA's GPU default
   return "cuda" if on_gpu else "cpu"
 
 
@@ -297,6 +295,9 @@ def main(argv):
   have_torch = importlib.util.find_spec("torch") is not None
   if not have_torch:
     print("PyTorch is not installed (pip install torch==2.13.0): timing ievae_jax alone.")
+  elif torch_device() == "cuda":
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.set_float32_matmul_precision("high")   # TF32, as XLA's float32 products on a GPU
   results = {"platform": platform, "device": str(jax.devices()[0].device_kind),
              "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
              "jax_version": jax.__version__,
