@@ -220,8 +220,8 @@ def _omit_neutral(settings: dict, neutral: dict) -> dict:
 def child_environment(parallel: int, environ=None) -> dict:
   """The training subprocesses' environment: this one's, and with several runs at a time,
   XLA_PYTHON_CLIENT_PREALLOCATE=false unless set. JAX otherwise takes 75% of a GPU's
-  memory per process, so a second run on the same GPU would find too little left, while
-  one run needs far less (the benchmark's IE-VAE step: about 110 MB of arguments,
+  memory per process, so several runs on one GPU could run out of it, while one run
+  needs far less (the benchmark's IE-VAE step: about 110 MB of arguments,
   outputs and temporaries, results/throughput_gpu.json)."""
   environ = dict(os.environ if environ is None else environ)
   if parallel > 1:

@@ -10,12 +10,12 @@ import time
 import pytest
 
 from benchmarks import throughput
+from experiments import common
 from ievae_jax import checkpointing
 from tests.conftest import REPO
 
 
 def test_parallel_runs_do_not_each_preallocate_most_of_a_gpu():
-  from experiments import common  # pylint: disable=g-import-not-at-top
   user = {"PATH": "/bin", "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
   assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in common.child_environment(1, {"A": "1"})
   assert common.child_environment(4, {"A": "1"}) == {
