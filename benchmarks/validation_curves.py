@@ -17,8 +17,13 @@ FLAGS = flags.FLAGS
 
 
 def validation_curve(workdir):
+  """{step: validation error} from a run directory's metrics.jsonl."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    raise app.UsageError(f"{workdir!r} has no metrics.jsonl: give the workdir of a run of "
+                         "experiments.mnist_semisup (it writes metrics.jsonl as it trains).")
   curve = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+  with open(path) as f:
     for line in f:
       record = json.loads(line)
       if "validation_error" in record:
@@ -30,7 +35,9 @@ def main(argv):
   del argv
   curves = {}
   for pair in FLAGS.runs:
-    name, workdir = pair.split("=", 1)
+    name, sep, workdir = pair.partition("=")
+    if not (name and sep and workdir):
+      raise app.UsageError(f"--runs entry {pair!r} is not name=workdir.")
     curves[name] = {"workdir": workdir, "validation_error": validation_curve(workdir)}
   steps = sorted({s for c in curves.values() for s in c["validation_error"]})
   print("| step | " + " | ".join(curves) + " |")

@@ -210,3 +210,25 @@ def test_semisup_benchmark_reuses_reported_seeds_of_the_same_setting_only(tmp_pa
   refused = wrapper("0,1", tmp_path / "refused.json", tmp_path / "other.json")
   assert refused.returncode != 0 and "differ in alpha;" in refused.stderr
   assert not (tmp_path / "refused.json").exists()
+
+
+def test_validation_curves_reads_each_runs_checks_and_names_a_missing_run(tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  records = [{"step": 500, "loss": 1.0}, {"step": 1000, "validation_error": 0.25},
+             {"step": 2000, "validation_error": 0.125}]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  def curves(*runs):
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.validation_curves", f"--runs={','.join(runs)}",
+         f"--output={tmp_path / 'out.json'}"], cwd=REPO, capture_output=True, text=True,
+        timeout=120)
+  done = curves(f"a={run}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  written = json.loads((tmp_path / "out.json").read_text())
+  assert written["a"]["validation_error"] == {"1000": 0.25, "2000": 0.125}
+
+  missing = curves(f"a={run}", f"b={tmp_path / 'gone'}")
+  assert missing.returncode != 0 and "has no metrics.jsonl" in missing.stderr
+  malformed = curves(str(run))
+  assert malformed.returncode != 0 and "is not name=workdir" in malformed.stderr
