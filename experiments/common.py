@@ -34,8 +34,10 @@ SEMISUP_DEFAULTS = {"labels": 100, "num_steps": 25000, "lr_schedule": "cosine",
                     "learning_rate": 0.002, "alpha": 550.0, "classifier_arch": "conv",
                     "log_every": 500, "eval_every": 1000}
 
-# M2's d_z = 50 follows Kingma et al. 2014; the VAE gets the IE-VAE's d_z so that the
-# comparison is "the same latent without the routing".
+# The IE-VAE's d_z = 8: at 100 labels both 4 and 16 fell behind it on validation
+# (benchmarks/results/ACCURACY.md, sixth and twenty-fifth passes). M2's d_z = 50 follows
+# Kingma et al. 2014; the VAE gets the IE-VAE's d_z so that the comparison is "the same
+# latent without the routing".
 DEFAULT_Z_DIM = {"ievae": 8, "m2": 50, "vae": 8}
 
 
