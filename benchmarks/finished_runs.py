@@ -4,7 +4,9 @@ benchmark (and the test session) can import it."""
 
 import contextlib
 import logging
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional, Tuple
+
+from absl import app
 
 from ievae_jax import checkpointing, data, model
 from ievae_jax.config import TrainConfig
@@ -16,6 +18,15 @@ class FinishedRun(NamedTuple):
   config: TrainConfig
   splits: data.Splits    # rebuilt from the config: the run's labels, validation and test
   params: model.Params   # of the latest checkpoint, or of `step`
+
+
+def name_and_workdir(pair: str) -> Tuple[str, str]:
+  """Splits one `name=workdir` pair of a command line; a malformed one stops the benchmark
+  with a usage error that names it."""
+  name, sep, workdir = pair.partition("=")
+  if not (name and sep and workdir):
+    raise app.UsageError(f"{pair!r} is not name=workdir: give each run as name=workdir.")
+  return name, workdir
 
 
 @contextlib.contextmanager
@@ -35,7 +46,7 @@ def finished_runs(pairs: List[str], data_dir: Optional[str],
   """One FinishedRun per `name=workdir` pair, in order; each dataset is read once."""
   arrays_by_dataset = {}
   for pair in pairs:
-    name, workdir = pair.split("=", 1)
+    name, workdir = name_and_workdir(pair)
     config = checkpointing.saved_config(workdir)
     if config.dataset not in arrays_by_dataset:
       arrays_by_dataset[config.dataset] = data.load(config.dataset, data_dir)

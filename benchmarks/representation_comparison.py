@@ -13,6 +13,8 @@ import os
 
 from absl import app, flags
 
+from benchmarks.finished_runs import name_and_workdir
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("runs", None, "Comma-separated name=workdir pairs.")
 flags.DEFINE_string("output", "benchmarks/results/representation_comparison.json", "JSON path.")
@@ -37,7 +39,7 @@ def main(argv):
   del argv
   rows = {}
   for pair in FLAGS.runs.split(","):
-    name, workdir = pair.split("=", 1)
+    name, workdir = name_and_workdir(pair)
     with open(os.path.join(workdir, "eval.json")) as f:
       row = json.load(f)
     with open(os.path.join(workdir, "results.json")) as f:

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.finished_runs import name_and_workdir
 from ievae_jax import checkpointing, config as config_lib, train_lib
 
 FLAGS = flags.FLAGS
@@ -273,8 +274,8 @@ def _print_time_to_error(rows: dict) -> None:
 
 
 def _time_to_error_rows() -> dict:
-  return {name: time_to_error(path) for name, path in (p.split("=", 1) for p in
-                                                       FLAGS.time_to_error_runs)}
+  return {name: time_to_error(path) for name, path in map(name_and_workdir,
+                                                           FLAGS.time_to_error_runs)}
 
 
 def main(argv):

@@ -11,6 +11,8 @@ import os
 
 from absl import app, flags
 
+from benchmarks.finished_runs import name_and_workdir
+
 flags.DEFINE_list("runs", None, "name=workdir pairs.", required=True)
 flags.DEFINE_string("output", None, "JSON path.", required=True)
 FLAGS = flags.FLAGS
@@ -35,9 +37,7 @@ def main(argv):
   del argv
   curves = {}
   for pair in FLAGS.runs:
-    name, sep, workdir = pair.partition("=")
-    if not (name and sep and workdir):
-      raise app.UsageError(f"--runs entry {pair!r} is not name=workdir.")
+    name, workdir = name_and_workdir(pair)
     curves[name] = {"workdir": workdir, "validation_error": validation_curve(workdir)}
   steps = sorted({s for c in curves.values() for s in c["validation_error"]})
   print("| step | " + " | ".join(curves) + " |")
