@@ -81,6 +81,9 @@ def define_flags(defaults: dict) -> None:
                      "paper (needs --augment_shift or --augment_shear): weight of "
                      "KL(q(y|x) || q(y|x')) between two random views of each unlabelled "
                      "image (0: off).")
+  flags.DEFINE_float("balance_weight", base["balance_weight"], "Extension beyond the paper: "
+                     "weight of KL(mean q(y|x) || p(y)) over each unlabelled batch, a pull "
+                     "of the average prediction toward the class prior (0: off).")
   flags.DEFINE_float("entropy_weight", base["entropy_weight"], "Weight of H(q(y|x)) in the "
                      "unlabelled bound at step 0, annealed linearly to 1 (the paper's bound) "
                      "over --entropy_anneal_steps; above 1 softens early self-labelling.")
@@ -198,6 +201,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
       augment_shear=FLAGS.augment_shear, consistency_weight=FLAGS.consistency_weight,
+      balance_weight=FLAGS.balance_weight,
       binarise=FLAGS.binarise, classifier_input=FLAGS.classifier_input,
       entropy_weight=FLAGS.entropy_weight,
       entropy_anneal_steps=FLAGS.entropy_anneal_steps,
@@ -209,7 +213,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
-                    "augment_shear": 0.0, "consistency_weight": 0.0, "binarise": True,
+                    "augment_shear": 0.0, "consistency_weight": 0.0, "balance_weight": 0.0,
+                    "binarise": True,
                     "classifier_input": "binary", "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,
                           "matmul_dtype": "float32"}

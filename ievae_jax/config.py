@@ -149,6 +149,9 @@ class TrainConfig:
       KL(q(y | x) || q(y | x')) over the unlabelled batch, x' a second random view
       of the same image (its own shift, shear and binarisation) and q(y | x) held
       fixed as the target (objective.loss).
+    balance_weight: extension beyond the paper, 0 (default) to turn off. Adds
+      balance_weight * KL(mean q(y | x) || p(y)) over each unlabelled batch: a pull of
+      the batch's average prediction toward the class prior (objective.class_balance).
     entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,
       decaying linearly to 1 (the paper's bound) over entropy_anneal_steps steps (0:
       held for the whole run). Above 1 it softens early self-labelling: q(y | x)'s
@@ -184,6 +187,7 @@ class TrainConfig:
   augment_shift: int = 0
   augment_shear: float = 0.0
   consistency_weight: float = 0.0
+  balance_weight: float = 0.0
   binarise: bool = True
   classifier_input: str = "binary"
   entropy_weight: float = 1.0
@@ -224,6 +228,9 @@ class TrainConfig:
                         f"{self.augment_shift!r}; 2 is a common choice for MNIST, 0 turns it off.")
     if not self.consistency_weight >= 0:
       raise ConfigError(f"--consistency_weight must be >= 0, got {self.consistency_weight}.")
+    if not self.balance_weight >= 0:
+      raise ConfigError(f"--balance_weight must be >= 0, got {self.balance_weight}; 0 turns "
+                        "it off.")
     if not 0 <= self.augment_shear <= 1:
       raise ConfigError(f"--augment_shear must be in [0, 1], got {self.augment_shear!r}; 0.5 "
                         "covers most MNIST slants, 0 turns it off.")

@@ -104,6 +104,21 @@ def consistency(target_logits: jnp.ndarray, view_logits: jnp.ndarray) -> jnp.nda
   return target.kl_divergence(distributions.class_posterior(view_logits))
 
 
+def class_balance(logits: jnp.ndarray) -> jnp.ndarray:
+  """KL(mean_x q(y | x) || p(y)): how far the batch's average prediction is from the
+  class prior. logits (B, K) -> scalar.
+
+  With hard self-labelling a class can absorb a cluster of another (slanted 1s
+  read as 8) while every single q(y | x) stays confident; what moves is the
+  batch's average prediction (ACCURACY_LOG, twenty-seventh pass). A batch of B
+  unlabelled images is itself uneven by chance (about (K - 1) / 2B nats), so the
+  term is noisy per step and only its bias across steps points somewhere.
+  """
+  mean = jnp.mean(distributions.class_posterior(logits).probs, axis=0)
+  log_prior = jax.nn.log_softmax(distributions.class_prior(logits.shape[-1]).logits)
+  return jnp.sum(jax.scipy.special.xlogy(mean, mean) - mean * log_prior)
+
+
 def vae_elbo(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
   """The VAE's ELBO and its terms. x (B, H, W, C), eps (B, z_dim) -> each (B,)."""
   reconstruction, kl = _elbo_terms(params, x, None, eps)
@@ -124,7 +139,7 @@ def _vae_loss(params: Params, labelled, unlabelled, key: jax.Array):
 def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float,
          kl_weight: float = 1.0, entropy_weight: float = 1.0,
-         consistency_weight: float = 0.0):
+         consistency_weight: float = 0.0, balance_weight: float = 0.0):
   """J, the training loss to minimise, and its terms.
 
   Args:
@@ -147,6 +162,9 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       mean `consistency` of q(y | image) and q(y | view) over the unlabelled batch
       (`TrainConfig.consistency_weight`). A Python number, not traced: at 0 the
       view is never classified.
+    balance_weight: extension beyond the paper (0: off): adds this times
+      `class_balance` of the unlabelled batch's q(y | x) (`TrainConfig.balance_weight`).
+      A Python number, not traced.
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
@@ -184,5 +202,9 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       divergence = jnp.mean(consistency(u_terms["class_logits"], view_logits))
       total = total + consistency_weight * divergence
       metrics["consistency"] = divergence
+    if balance_weight:
+      imbalance = class_balance(u_terms["class_logits"])
+      total = total + balance_weight * imbalance
+      metrics["class_balance"] = imbalance
   metrics["loss"] = total
   return total, metrics

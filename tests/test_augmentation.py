@@ -102,6 +102,13 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
   assert float(metrics["consistency"]) > 0
   np.testing.assert_allclose(float(metrics["loss"]) - 5.0 * float(metrics["consistency"]),
                              losses[2], rtol=1e-5)
+  # The class-balance term: the same bound, plus its reported KL term.
+  config = tiny_train_config(augment_shift=2, balance_weight=7.0)
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
+  assert float(metrics["class_balance"]) > 0
+  np.testing.assert_allclose(float(metrics["loss"]) - 7.0 * float(metrics["class_balance"]),
+                             losses[2], rtol=1e-5)
   # Shear alone, with and without consistency: other images, hence another loss.
   for extra in ({}, {"consistency_weight": 5.0}):
     config = tiny_train_config(augment_shear=0.5, **extra)
@@ -118,6 +125,7 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"entropy_anneal_steps": -1}, "--entropy_anneal_steps must be an integer >= 0"),
     ({"consistency_weight": -1.0}, "--consistency_weight must be >= 0"),
     ({"consistency_weight": 1.0}, "set --augment_shift or --augment_shear too"),
+    ({"balance_weight": -1.0}, "--balance_weight must be >= 0"),
     ({"augment_shear": -0.1}, "--augment_shear must be in [0, 1]"),
     ({"augment_shear": 1.5}, "--augment_shear must be in [0, 1]"),
     ({"classifier_input": "colour"}, "Unknown classifier_input 'colour'; use one of binary, grey"),

@@ -262,6 +262,35 @@ def test_consistency_adds_weighted_kl_between_the_two_views():
   assert np.abs(grad_view).max() > 1e-4
 
 
+def test_class_balance_adds_weighted_kl_of_the_batch_mean_prediction():
+  """loss(w) - loss(0) = w * KL(mean_x q(y|x) || 1/K), checked in numpy; the term is 0 for
+  a batch whose predictions average to the prior, and its gradient lowers the logit of
+  a class the batch over-predicts."""
+  params = _params()
+  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
+  key = jax.random.key(9)
+  base, _ = objective.loss(params, labelled, unlabelled, key, alpha=1.0)
+  weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=1.0,
+                                     balance_weight=3.0)
+  q = np.exp(_np_log_softmax(model.classify(params, unlabelled["image"])))
+  mean = q.mean(axis=0)
+  kl = np.sum(mean * np.log(mean * q.shape[1]))
+  assert kl > 1e-4
+  np.testing.assert_allclose(metrics["class_balance"], kl, rtol=1e-4)
+  np.testing.assert_allclose(float(weighted) - float(base), 3.0 * kl, rtol=1e-3)
+
+  k = 10
+  confident = 30.0 * jnp.eye(k)                      # one image per class: balanced
+  assert abs(float(objective.class_balance(confident))) < 1e-6
+  skewed = confident.at[1].set(confident[8])         # the 1 read as an 8
+  # mean: 0 for class 1, 2 / K for class 8, 1 / K elsewhere, so KL = (2 / K) log 2.
+  assert abs(float(objective.class_balance(skewed)) - 2 * np.log(2) / k) < 1e-5
+  soft = jnp.zeros((4, k)).at[:, 8].set(1.0)         # every image leans to 8
+  grad = jax.grad(objective.class_balance)(soft)
+  assert np.all(np.asarray(grad[:, 8]) > 0)          # descent lowers the 8 logit
+  np.testing.assert_allclose(np.asarray(grad).sum(axis=1), 0.0, atol=1e-6)
+
+
 def test_classifier_image_is_what_q_y_reads_and_leaves_the_elbo_alone():
   """With "classifier_image" in the batches, q(y | .) reads it in both the labelled
   cross-entropy and U; the ELBO terms still score "image". Checked in numpy."""

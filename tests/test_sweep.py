@@ -107,7 +107,8 @@ def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_di
 
 
 def test_default_workdirs_of_earlier_runs_are_stable():
-  """Settings added later (kl_weight, augment_shift, augment_shear, consistency_weight, binarise,
+  """Settings added later (kl_weight, augment_shift, augment_shear, consistency_weight,
+  balance_weight, binarise,
   classifier_input, entropy_weight, entropy_anneal_steps, classifier_arch, classifier_dropout,
   matmul_dtype) leave the digest
   alone at their neutral values, so runs made before them keep their workdirs and sweeps find
@@ -124,7 +125,7 @@ def test_default_workdirs_of_earlier_runs_are_stable():
   for changed in ({"kl_weight": 2.0}, {"augment_shift": 2}, {"augment_shear": 0.5},
                   {"alpha": 550.0},
                   {"binarise": False}, {"classifier_input": "grey"}, {"entropy_weight": 2.0}, {"entropy_anneal_steps": 10},
-                  {"augment_shift": 2, "consistency_weight": 1.0},
+                  {"augment_shift": 2, "consistency_weight": 1.0}, {"balance_weight": 1.0},
                   {"model": conv_classifier},
                   {"model": dataclasses.replace(config.model, classifier_dropout=0.5)},
                   {"model": dataclasses.replace(config.model, matmul_dtype="bfloat16")}):
