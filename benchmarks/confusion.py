@@ -62,7 +62,9 @@ def main(argv):
     print(f"{run.name}: validation error {row['error']:.4f}; per class "
           + " ".join(f"{e:.3f}" for e in row["per_class_error"]) + "; largest confusions "
           + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})"
-                      for c in row["top_confusions"]))
+                      for c in row["top_confusions"])
+          + "; KL(predicted || true class shares) "
+          + ("undefined" if row["share_kl"] is None else f"{row['share_kl']:.4f}"))
     if "generative_error" in row:
       print(f"  argmax_y L(x, y): validation error {row['generative_error']:.4f}, agrees with "
             f"q(y | x) on {row['generative_agreement']:.3f}; shares the confusions "

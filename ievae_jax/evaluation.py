@@ -75,11 +75,19 @@ def confusion_summary(labels: np.ndarray, predictions: np.ndarray, num_classes: 
     "error": the fraction wrong,
     "per_class_error": K floats by true class (None for a class with no example),
     "top_confusions": up to `top` (true, predicted) pairs with true != predicted, most
-      frequent first; pairs that never occur are left out}."""
+      frequent first; pairs that never occur are left out,
+    "share_kl": KL(predicted class shares || true class shares), 0 when every class is
+      predicted as often as it occurs: a cluster of one class read as another raises
+      it even where each prediction is confident (None if a class that never occurs
+      is predicted)}."""
   counts = np.zeros((num_classes, num_classes), np.int64)
   np.add.at(counts, (labels, predictions), 1)
   off_diagonal = counts * (1 - np.eye(num_classes, dtype=counts.dtype))
   order = np.argsort(off_diagonal, axis=None, kind="stable")[::-1][:top]
+  predicted_share, true_share = counts.sum(axis=0) / counts.sum(), counts.sum(axis=1) / counts.sum()
+  shown = predicted_share > 0
+  share_kl = (None if np.any(shown & (true_share == 0)) else float(np.sum(
+      predicted_share[shown] * np.log(predicted_share[shown] / true_share[shown]))))
   return {
       "error": float(1 - np.trace(counts) / counts.sum()),
       "per_class_error": [float(1 - right / n) if n else None
@@ -87,6 +95,7 @@ def confusion_summary(labels: np.ndarray, predictions: np.ndarray, num_classes: 
       "top_confusions": [{"true": int(i), "predicted": int(j), "count": int(off_diagonal[i, j])}
                          for i, j in zip(*np.unravel_index(order, counts.shape))
                          if off_diagonal[i, j] > 0],
+      "share_kl": share_kl,
   }
 
 

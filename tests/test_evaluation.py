@@ -164,10 +164,14 @@ def test_confusion_summary_counts_each_true_predicted_pair():
   np.testing.assert_allclose(summary["per_class_error"], [1 / 3, 0.0, 3 / 5])
   assert summary["top_confusions"][0] == {"true": 2, "predicted": 1, "count": 2}
   assert summary["top_confusions"][1]["count"] == 1
+  # predicted shares 0.3 / 0.5 / 0.2 against true shares 0.3 / 0.2 / 0.5
+  assert abs(summary["share_kl"] - (0.5 * np.log(0.5 / 0.2) + 0.2 * np.log(0.2 / 0.5))) < 1e-12
+  assert evaluation.confusion_summary(labels, labels, 3)["share_kl"] == 0.0
   # Fewer confusions than asked for: the ones that never occur are not listed.
   few = evaluation.confusion_summary(np.array([0, 1, 1]), np.array([0, 1, 0]), 3, top=5)
   assert few["top_confusions"] == [{"true": 1, "predicted": 0, "count": 1}]
   assert few["per_class_error"] == [0.0, 0.5, None]   # no example of class 2
+  assert evaluation.confusion_summary(np.array([0, 1]), np.array([0, 2]), 3)["share_kl"] is None
 
 
 def test_unlabelled_bound_matches_a_per_class_loop_and_ignores_batching():
