@@ -84,7 +84,7 @@ def confusion_summary(labels: np.ndarray, predictions: np.ndarray, num_classes: 
   np.add.at(counts, (labels, predictions), 1)
   off_diagonal = counts * (1 - np.eye(num_classes, dtype=counts.dtype))
   order = np.argsort(off_diagonal, axis=None, kind="stable")[::-1][:top]
-  predicted_share, true_share = counts.sum(axis=0) / counts.sum(), counts.sum(axis=1) / counts.sum()
+  predicted_share, true_share = (counts.sum(axis=axis) / counts.sum() for axis in (0, 1))
   shown = predicted_share > 0
   share_kl = (None if np.any(shown & (true_share == 0)) else float(np.sum(
       predicted_share[shown] * np.log(predicted_share[shown] / true_share[shown]))))
