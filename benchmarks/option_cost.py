@@ -48,6 +48,8 @@ VARIANTS = {
     "m2": {"kind": "m2", "z_dim": 50},
     # Dense layers' products with bfloat16 inputs (`--matmul_dtype=bfloat16`).
     "bfloat16": {"matmul_dtype": "bfloat16"},
+    # The class-balance term (`--balance_weight`), at the weight ACCURACY_LOG tried.
+    "balance10": {"balance_weight": 10.0},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},
