@@ -95,20 +95,16 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     _, metrics = step(state, labelled, unlabelled)
     losses[shift] = float(metrics["loss"])
   assert np.isfinite(losses[2]) and losses[2] != losses[0]
-  # Consistency across two shifted views: the same bound, plus its reported KL term.
-  config = tiny_train_config(augment_shift=2, consistency_weight=5.0)
-  state = train_lib.create_train_state(jax.random.key(0), config)
-  _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
-  assert float(metrics["consistency"]) > 0
-  np.testing.assert_allclose(float(metrics["loss"]) - 5.0 * float(metrics["consistency"]),
-                             losses[2], rtol=1e-5)
-  # The class-balance term: the same bound, plus its reported KL term.
-  config = tiny_train_config(augment_shift=2, balance_weight=7.0)
-  state = train_lib.create_train_state(jax.random.key(0), config)
-  _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
-  assert float(metrics["class_balance"]) > 0
-  np.testing.assert_allclose(float(metrics["loss"]) - 7.0 * float(metrics["class_balance"]),
-                             losses[2], rtol=1e-5)
+  # Consistency across two shifted views, and the class-balance term: each the same
+  # bound, plus its weighted, reported KL term.
+  for setting, weight, term in (("consistency_weight", 5.0, "consistency"),
+                                ("balance_weight", 7.0, "class_balance")):
+    config = tiny_train_config(augment_shift=2, **{setting: weight})
+    state = train_lib.create_train_state(jax.random.key(0), config)
+    _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
+    assert float(metrics[term]) > 0
+    np.testing.assert_allclose(float(metrics["loss"]) - weight * float(metrics[term]),
+                               losses[2], rtol=1e-5)
   # Shear alone, with and without consistency: other images, hence another loss.
   for extra in ({}, {"consistency_weight": 5.0}):
     config = tiny_train_config(augment_shear=0.5, **extra)
