@@ -26,6 +26,7 @@ be checked against a class-by-class computation with the same noise.
 
 from typing import Dict, Optional
 
+import distrax
 import jax
 import jax.numpy as jnp
 
@@ -115,8 +116,8 @@ def class_balance(logits: jnp.ndarray) -> jnp.ndarray:
   term is noisy per step and only its bias across steps points somewhere.
   """
   mean = jnp.mean(distributions.class_posterior(logits).probs, axis=0)
-  log_prior = jax.nn.log_softmax(distributions.class_prior(logits.shape[-1]).logits)
-  return jnp.sum(jax.scipy.special.xlogy(mean, mean) - mean * log_prior)
+  return distrax.Categorical(probs=mean).kl_divergence(
+      distributions.class_prior(logits.shape[-1]))
 
 
 def vae_elbo(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
