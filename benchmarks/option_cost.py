@@ -50,6 +50,10 @@ VARIANTS = {
     "bfloat16": {"matmul_dtype": "bfloat16"},
     # The class-balance term (`--balance_weight`), at the weight ACCURACY_LOG tried.
     "balance10": {"balance_weight": 10.0},
+    # Virtual adversarial training (`--vat_weight`), alone and on top of the extensions.
+    "vat550": {"vat_weight": 550.0},
+    "shift2_shear025_consistency550_vat550": {"augment_shift": 2, "augment_shear": 0.25,
+                                              "consistency_weight": 550.0, "vat_weight": 550.0},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},

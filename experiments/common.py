@@ -84,6 +84,11 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_float("balance_weight", base["balance_weight"], "Extension beyond the paper: "
                      "weight of KL(mean q(y|x) || p(y)) over each unlabelled batch, a pull "
                      "of the average prediction toward the class prior (0: off).")
+  flags.DEFINE_float("vat_weight", base["vat_weight"], "Extension beyond the paper: weight "
+                     "of virtual adversarial training on each unlabelled batch, "
+                     "KL(q(y|x) || q(y|x + r_adv)) (0: off).")
+  flags.DEFINE_float("vat_epsilon", base["vat_epsilon"], "L2 norm of --vat_weight's "
+                     "adversarial perturbation of an image, pixels in [0, 1].")
   flags.DEFINE_float("entropy_weight", base["entropy_weight"], "Weight of H(q(y|x)) in the "
                      "unlabelled bound at step 0, annealed linearly to 1 (the paper's bound) "
                      "over --entropy_anneal_steps; above 1 softens early self-labelling.")
@@ -201,7 +206,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
       augment_shear=FLAGS.augment_shear, consistency_weight=FLAGS.consistency_weight,
-      balance_weight=FLAGS.balance_weight,
+      balance_weight=FLAGS.balance_weight, vat_weight=FLAGS.vat_weight,
+      vat_epsilon=FLAGS.vat_epsilon,
       binarise=FLAGS.binarise, classifier_input=FLAGS.classifier_input,
       entropy_weight=FLAGS.entropy_weight,
       entropy_anneal_steps=FLAGS.entropy_anneal_steps,
@@ -214,7 +220,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
                     "augment_shear": 0.0, "consistency_weight": 0.0, "balance_weight": 0.0,
-                    "binarise": True,
+                    "vat_weight": 0.0, "vat_epsilon": 2.0, "binarise": True,
                     "classifier_input": "binary", "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,
                           "matmul_dtype": "float32"}

@@ -152,6 +152,11 @@ class TrainConfig:
     balance_weight: extension beyond the paper, 0 (default) to turn off. Adds
       balance_weight * KL(mean q(y | x) || p(y)) over each unlabelled batch: a pull of
       the batch's average prediction toward the class prior (objective.class_balance).
+    vat_weight, vat_epsilon: extension beyond the paper, vat_weight 0 (default) to
+      turn off. Virtual adversarial training (Miyato et al. 2018) on the unlabelled
+      batch: adds vat_weight * mean KL(q(y | x) || q(y | x + r_adv)), r_adv the
+      perturbation of L2 norm vat_epsilon (over each image's pixels, in [0, 1] units)
+      that one power iteration finds most changes q(y | x) (objective.virtual_adversarial).
     entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,
       decaying linearly to 1 (the paper's bound) over entropy_anneal_steps steps (0:
       held for the whole run). Above 1 it softens early self-labelling: q(y | x)'s
@@ -188,6 +193,8 @@ class TrainConfig:
   augment_shear: float = 0.0
   consistency_weight: float = 0.0
   balance_weight: float = 0.0
+  vat_weight: float = 0.0
+  vat_epsilon: float = 2.0
   binarise: bool = True
   classifier_input: str = "binary"
   entropy_weight: float = 1.0
@@ -231,6 +238,11 @@ class TrainConfig:
     if not self.balance_weight >= 0:
       raise ConfigError(f"--balance_weight must be >= 0, got {self.balance_weight}; 0 turns "
                         "it off.")
+    if not self.vat_weight >= 0:
+      raise ConfigError(f"--vat_weight must be >= 0, got {self.vat_weight}; 0 turns it off.")
+    if not self.vat_epsilon > 0:
+      raise ConfigError(f"--vat_epsilon must be positive, got {self.vat_epsilon}; it is the "
+                        "L2 norm of the adversarial perturbation of an image (e.g. 2).")
     if not 0 <= self.augment_shear <= 1:
       raise ConfigError(f"--augment_shear must be in [0, 1], got {self.augment_shear!r}; 0.5 "
                         "covers most MNIST slants, 0 turns it off.")

@@ -120,6 +120,40 @@ def class_balance(logits: jnp.ndarray) -> jnp.ndarray:
       distributions.class_prior(logits.shape[-1]))
 
 
+# The power iteration's probe: small against the perturbations it finds (norm
+# vat_epsilon, about 2), yet large enough that q(y | x + xi d) - q(y | x) stays above
+# float32 rounding when q(y | x) is near one-hot, as self-labelling makes it.
+VAT_XI = 0.1
+
+
+def _unit_per_example(v: jnp.ndarray) -> jnp.ndarray:
+  """v / ||v|| over all but the leading axis. (B, ...) -> (B, ...)."""
+  norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
+  return v / jnp.maximum(norm, 1e-12)
+
+
+def virtual_adversarial(params: Params, x: jnp.ndarray, target_logits: jnp.ndarray,
+                        key: jax.Array, epsilon: float) -> jnp.ndarray:
+  """Virtual adversarial divergence (Miyato et al. 2018), an extension beyond the paper.
+
+  KL(q(y | x) || q(y | x + r_adv)) with q(y | x) a fixed target, where r_adv, of L2
+  norm epsilon per image, is the direction one power iteration from a random start
+  finds to change q(y | x) most. r_adv itself carries no gradient: only the
+  classifier at x + r_adv is trained. Deterministic classifier (no dropout).
+
+  x: what the classifier reads, (B, H, W, C); target_logits: q(y | x)'s logits (B, K).
+  Returns (B,).
+  """
+  frozen = jax.lax.stop_gradient(params)
+
+  def divergence(perturbation):
+    return jnp.sum(consistency(target_logits, model.classify(frozen, x + perturbation)))
+
+  probe = VAT_XI * _unit_per_example(jax.random.normal(key, x.shape, x.dtype))
+  r_adv = epsilon * _unit_per_example(jax.grad(divergence)(probe))
+  return consistency(target_logits, model.classify(params, x + r_adv))
+
+
 def vae_elbo(params: Params, x: jnp.ndarray, eps: jnp.ndarray) -> Metrics:
   """The VAE's ELBO and its terms. x (B, H, W, C), eps (B, z_dim) -> each (B,)."""
   reconstruction, kl = _elbo_terms(params, x, None, eps)
@@ -140,7 +174,8 @@ def _vae_loss(params: Params, labelled, unlabelled, key: jax.Array):
 def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float,
          kl_weight: float = 1.0, entropy_weight: float = 1.0,
-         consistency_weight: float = 0.0, balance_weight: float = 0.0):
+         consistency_weight: float = 0.0, balance_weight: float = 0.0,
+         vat_weight: float = 0.0, vat_epsilon: float = 2.0):
   """J, the training loss to minimise, and its terms.
 
   Args:
@@ -166,6 +201,10 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     balance_weight: extension beyond the paper (0: off): adds this times
       `class_balance` of the unlabelled batch's q(y | x) (`TrainConfig.balance_weight`).
       A Python number, not traced.
+    vat_weight, vat_epsilon: extension beyond the paper (vat_weight 0: off): adds
+      vat_weight times the mean `virtual_adversarial` divergence of the unlabelled
+      batch at perturbation norm vat_epsilon (`TrainConfig.vat_weight`). Python
+      numbers, not traced.
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
@@ -207,5 +246,11 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       imbalance = class_balance(u_terms["class_logits"])
       total = total + balance_weight * imbalance
       metrics["class_balance"] = imbalance
+    if vat_weight:
+      adversarial = jnp.mean(virtual_adversarial(
+          params, unlabelled.get("classifier_image", x_u), u_terms["class_logits"],
+          jax.random.fold_in(key, 4), vat_epsilon))
+      total = total + vat_weight * adversarial
+      metrics["virtual_adversarial"] = adversarial
   metrics["loss"] = total
   return total, metrics

@@ -137,7 +137,8 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
                                      config.kl_weight, entropy_weight(config, state.step),
-                                     config.consistency_weight, config.balance_weight)
+                                     config.consistency_weight, config.balance_weight,
+                                     config.vat_weight, config.vat_epsilon)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 

@@ -95,10 +95,11 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     _, metrics = step(state, labelled, unlabelled)
     losses[shift] = float(metrics["loss"])
   assert np.isfinite(losses[2]) and losses[2] != losses[0]
-  # Consistency across two shifted views, and the class-balance term: each the same
-  # bound, plus its weighted, reported KL term.
+  # Consistency across two shifted views, the class-balance term and virtual
+  # adversarial training: each the same bound, plus its weighted, reported KL term.
   for setting, weight, term in (("consistency_weight", 5.0, "consistency"),
-                                ("balance_weight", 7.0, "class_balance")):
+                                ("balance_weight", 7.0, "class_balance"),
+                                ("vat_weight", 3.0, "virtual_adversarial")):
     config = tiny_train_config(augment_shift=2, **{setting: weight})
     state = train_lib.create_train_state(jax.random.key(0), config)
     _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
@@ -122,6 +123,8 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"consistency_weight": -1.0}, "--consistency_weight must be >= 0"),
     ({"consistency_weight": 1.0}, "set --augment_shift or --augment_shear too"),
     ({"balance_weight": -1.0}, "--balance_weight must be >= 0"),
+    ({"vat_weight": -1.0}, "--vat_weight must be >= 0"),
+    ({"vat_epsilon": 0.0}, "--vat_epsilon must be positive"),
     ({"augment_shear": -0.1}, "--augment_shear must be in [0, 1]"),
     ({"augment_shear": 1.5}, "--augment_shear must be in [0, 1]"),
     ({"classifier_input": "colour"}, "Unknown classifier_input 'colour'; use one of binary, grey"),

@@ -319,3 +319,63 @@ def test_classifier_image_is_what_q_y_reads_and_leaves_the_elbo_alone():
   bound = objective.unlabelled_bound(params, unlabelled["image"], eps, classifier_x=grey_u)
   np.testing.assert_allclose(bound["bound"], expected, rtol=1e-5)
   np.testing.assert_allclose(bound["class_elbo"], class_elbo, rtol=1e-6)
+
+
+def test_virtual_adversarial_matches_a_jacobian_power_iteration_in_numpy():
+  """The perturbation is epsilon times the unit gradient of KL(q(y|x) || q(y|x + r)) at
+  the probe r = xi d (d the unit random draw), here from the classifier's Jacobian and
+  numpy; the divergence there beats random directions of the same norm; and only the
+  classifier at x + r_adv is trained (r_adv carries no gradient)."""
+  params = _params()
+  x = _binary_images(3, seed=5)
+  target = model.classify(params, x)
+  key, epsilon = jax.random.key(11), 2.0
+  got = objective.virtual_adversarial(params, x, target, key, epsilon)
+
+  def unit(v):
+    return v / np.linalg.norm(v.reshape(len(v), -1), axis=1).reshape(-1, 1, 1, 1)
+
+  p = np.exp(_np_log_softmax(target))
+  probe = objective.VAT_XI * unit(np.asarray(jax.random.normal(key, x.shape), np.float64))
+  r_adv = []
+  for i in range(len(x)):                      # d KL / d r = J^T (q(y | x + r) - p)
+    at = jnp.asarray(x[i] + probe[i], jnp.float32)
+    jacobian = np.asarray(jax.jacobian(lambda v: model.classify(params, v))(at), np.float64)
+    q = np.exp(_np_log_softmax(model.classify(params, at)))
+    r_adv.append(np.tensordot(q - p[i], jacobian, axes=1))
+  r_adv = epsilon * unit(np.stack(r_adv))
+
+  def np_divergence(r):
+    log_q = _np_log_softmax(model.classify(params, jnp.asarray(x + r, jnp.float32)))
+    return np.sum(p * (np.log(p) - log_q), axis=-1)
+
+  expected = np_divergence(r_adv)
+  np.testing.assert_allclose(got, expected, rtol=2e-3)
+  rng = np.random.default_rng(0)
+  random_best = np.max([np_divergence(epsilon * unit(rng.normal(size=x.shape)))
+                        for _ in range(20)], axis=0)
+  assert np.all(expected > random_best), (expected, random_best)
+
+  fixed = jnp.asarray(r_adv, jnp.float32)
+  grad = jax.grad(lambda q: jnp.sum(objective.virtual_adversarial(q, x, target, key, epsilon)))(
+      params)
+  grad_fixed = jax.grad(lambda q: jnp.sum(objective.consistency(
+      target, model.classify(q, x + fixed))))(params)
+  for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grad_fixed)):
+    np.testing.assert_allclose(a, b, rtol=2e-2, atol=1e-6)
+
+
+def test_vat_weight_adds_the_weighted_virtual_adversarial_term():
+  params = _params()
+  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
+  key = jax.random.key(9)
+  base, _ = objective.loss(params, labelled, unlabelled, key, alpha=1.0)
+  weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=1.0,
+                                     vat_weight=5.0, vat_epsilon=1.5)
+  direct = objective.virtual_adversarial(
+      params, unlabelled["image"], model.classify(params, unlabelled["image"]),
+      jax.random.fold_in(key, 4), 1.5)
+  assert float(metrics["virtual_adversarial"]) > 1e-4
+  np.testing.assert_allclose(metrics["virtual_adversarial"], jnp.mean(direct), rtol=1e-5)
+  np.testing.assert_allclose(float(weighted) - float(base),
+                             5.0 * float(metrics["virtual_adversarial"]), rtol=1e-3)
