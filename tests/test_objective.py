@@ -107,6 +107,17 @@ def _labelled_and_unlabelled(labels):
   return {"image": x[:4], "label": jnp.array(labels)}, {"image": x[4:]}
 
 
+def _loss_without_and_with(**extra):
+  """objective.loss at its defaults and with `extra` set, on the same weights, batches
+  and key. Returns params, the unlabelled batch, the key, and two (loss, metrics)."""
+  params = _params()
+  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
+  key = jax.random.key(9)
+  plain = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
+  changed = objective.loss(params, labelled, unlabelled, key, alpha=2.0, **extra)
+  return params, unlabelled, key, plain, changed
+
+
 def test_alpha_weights_the_mean_labelled_cross_entropy():
   params = _params()
   labelled, unlabelled = _labelled_and_unlabelled([1, 3, 5, 7])
@@ -202,12 +213,8 @@ def test_kl_weight_scales_only_the_kl_in_both_bounds(routing):
 
 
 def test_entropy_weight_adds_only_weighted_entropy_of_q_y():
-  params = _params()
-  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
-  key = jax.random.key(9)
-  plain, metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0)
-  soft, soft_metrics = objective.loss(params, labelled, unlabelled, key, alpha=2.0,
-                                      entropy_weight=4.0)
+  params, unlabelled, _, (plain, metrics), (soft, soft_metrics) = _loss_without_and_with(
+      entropy_weight=4.0)
   # The entropy of q(y|x), from the classifier's logits in float64 numpy.
   log_q = _np_log_softmax(model.classify(params, unlabelled["image"]))
   entropy = -np.sum(np.exp(log_q) * log_q, axis=-1)
@@ -266,12 +273,8 @@ def test_class_balance_adds_weighted_kl_of_the_batch_mean_prediction():
   """loss(w) - loss(0) = w * KL(mean_x q(y|x) || 1/K), checked in numpy; the term is 0 for
   a batch whose predictions average to the prior, and its gradient lowers the logit of
   a class the batch over-predicts."""
-  params = _params()
-  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
-  key = jax.random.key(9)
-  base, _ = objective.loss(params, labelled, unlabelled, key, alpha=1.0)
-  weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=1.0,
-                                     balance_weight=3.0)
+  params, unlabelled, _, (base, _), (weighted, metrics) = _loss_without_and_with(
+      balance_weight=3.0)
   q = np.exp(_np_log_softmax(model.classify(params, unlabelled["image"])))
   mean = q.mean(axis=0)
   kl = np.sum(mean * np.log(mean * q.shape[1]))
@@ -366,12 +369,8 @@ def test_virtual_adversarial_matches_a_jacobian_power_iteration_in_numpy():
 
 
 def test_vat_weight_adds_the_weighted_virtual_adversarial_term():
-  params = _params()
-  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
-  key = jax.random.key(9)
-  base, _ = objective.loss(params, labelled, unlabelled, key, alpha=1.0)
-  weighted, metrics = objective.loss(params, labelled, unlabelled, key, alpha=1.0,
-                                     vat_weight=5.0, vat_epsilon=1.5)
+  params, unlabelled, key, (base, _), (weighted, metrics) = _loss_without_and_with(
+      vat_weight=5.0, vat_epsilon=1.5)
   direct = objective.virtual_adversarial(
       params, unlabelled["image"], model.classify(params, unlabelled["image"]),
       jax.random.fold_in(key, 4), 1.5)
