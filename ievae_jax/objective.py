@@ -120,9 +120,11 @@ def class_balance(logits: jnp.ndarray) -> jnp.ndarray:
       distributions.class_prior(logits.shape[-1]))
 
 
-# The power iteration's probe: small against the perturbations it finds (norm
-# vat_epsilon, about 2), yet large enough that q(y | x + xi d) - q(y | x) stays above
-# float32 rounding when q(y | x) is near one-hot, as self-labelling makes it.
+# The power iteration's probe norm: small against the perturbations it finds (norm
+# vat_epsilon, about 2), yet not the paper's 1e-6, whose change in q(y | x) float32
+# rounds away: on a trained classifier the float32 direction at 1e-6 met a float64
+# computation's at a median cosine of 0.66, at 0.1 at 1.0000 for every image
+# (`benchmarks.vat_probe`, results/vat_probe.json).
 VAT_XI = 0.1
 
 
