@@ -89,6 +89,12 @@ def define_flags(defaults: dict) -> None:
                      "KL(q(y|x) || q(y|x + r_adv)) (0: off).")
   flags.DEFINE_float("vat_epsilon", base["vat_epsilon"], "L2 norm of --vat_weight's "
                      "adversarial perturbation of an image, pixels in [0, 1].")
+  flags.DEFINE_float("generative_weight", base["generative_weight"], "Extension beyond the "
+                     "paper: weight of KL(q(y|x) || q(y|x')) with x' drawn by the model in "
+                     "x's predicted class (see --generative_view) (0: off).")
+  flags.DEFINE_enum("generative_view", base["generative_view"], list(config_lib.GENERATIVE_VIEWS),
+                    "--generative_weight's view: the decoded z of x itself, or of the next "
+                    "image in the batch (x's predicted class in another image's style).")
   flags.DEFINE_float("entropy_weight", base["entropy_weight"], "Weight of H(q(y|x)) in the "
                      "unlabelled bound at step 0, annealed linearly to 1 (the paper's bound) "
                      "over --entropy_anneal_steps; above 1 softens early self-labelling.")
@@ -207,7 +213,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
       augment_shear=FLAGS.augment_shear, consistency_weight=FLAGS.consistency_weight,
       balance_weight=FLAGS.balance_weight, vat_weight=FLAGS.vat_weight,
-      vat_epsilon=FLAGS.vat_epsilon,
+      vat_epsilon=FLAGS.vat_epsilon, generative_weight=FLAGS.generative_weight,
+      generative_view=FLAGS.generative_view,
       binarise=FLAGS.binarise, classifier_input=FLAGS.classifier_input,
       entropy_weight=FLAGS.entropy_weight,
       entropy_anneal_steps=FLAGS.entropy_anneal_steps,
@@ -220,7 +227,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
                     "augment_shear": 0.0, "consistency_weight": 0.0, "balance_weight": 0.0,
-                    "vat_weight": 0.0, "vat_epsilon": 2.0, "binarise": True,
+                    "vat_weight": 0.0, "vat_epsilon": 2.0, "generative_weight": 0.0,
+                    "generative_view": "transfer", "binarise": True,
                     "classifier_input": "binary", "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,
                           "matmul_dtype": "float32"}

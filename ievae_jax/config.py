@@ -19,6 +19,8 @@ LIKELIHOODS = ("bernoulli",)
 DATASETS = ("mnist", "fashion_mnist")
 LR_SCHEDULES = ("constant", "cosine")
 CLASSIFIER_INPUTS = ("binary", "grey")
+# Where the generative consistency's second view takes its z (objective.generative_view).
+GENERATIVE_VIEWS = ("reconstruction", "transfer")
 # The dense layers' product inputs; "bfloat16" accumulates in float32 (nets/products.py).
 MATMUL_DTYPES = ("float32", "bfloat16")
 
@@ -157,6 +159,13 @@ class TrainConfig:
       batch: adds vat_weight * mean KL(q(y | x) || q(y | x + r_adv)), r_adv the
       perturbation of L2 norm vat_epsilon (over each image's pixels, in [0, 1] units)
       that one power iteration finds most changes q(y | x) (objective.virtual_adversarial).
+    generative_weight, generative_view: extension beyond the paper, generative_weight
+      0 (default) to turn off. Adds generative_weight * mean KL(q(y | x) || q(y | x'))
+      over the unlabelled batch, q(y | x) held fixed as the target and x' drawn by the
+      model: p(x | y_hat, z), y_hat the argmax of q(y | x) and z the mean of
+      q(z | x, r_y_hat) of x itself ("reconstruction") or of the next image in the
+      batch ("transfer", the default: x's predicted class in another image's style).
+      No gradient reaches the encoder or decoder through x' (objective.generative_view).
     entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,
       decaying linearly to 1 (the paper's bound) over entropy_anneal_steps steps (0:
       held for the whole run). Above 1 it softens early self-labelling: q(y | x)'s
@@ -195,6 +204,8 @@ class TrainConfig:
   balance_weight: float = 0.0
   vat_weight: float = 0.0
   vat_epsilon: float = 2.0
+  generative_weight: float = 0.0
+  generative_view: str = "transfer"
   binarise: bool = True
   classifier_input: str = "binary"
   entropy_weight: float = 1.0
@@ -249,6 +260,16 @@ class TrainConfig:
     if self.consistency_weight > 0 and self.augment_shift == 0 and self.augment_shear == 0:
       raise ConfigError("--consistency_weight compares q(y|x) across random views of x; "
                         "set --augment_shift or --augment_shear too (e.g. --augment_shift=2).")
+    if not self.generative_weight >= 0:
+      raise ConfigError(f"--generative_weight must be >= 0, got {self.generative_weight}; "
+                        "0 turns it off.")
+    if self.generative_view not in GENERATIVE_VIEWS:
+      raise ConfigError(f"Unknown generative_view {self.generative_view!r}; use one of "
+                        f"{', '.join(GENERATIVE_VIEWS)}.")
+    if self.generative_weight > 0 and not self.model.has_classes:
+      raise ConfigError("--generative_weight compares q(y|x) with q(y|x') for a view drawn "
+                        "in x's predicted class; the plain VAE (--model=vae) has no classes. "
+                        "Use --model=ievae or --model=m2, or --generative_weight=0.")
     if self.classifier_input not in CLASSIFIER_INPUTS:
       raise ConfigError(f"Unknown classifier_input {self.classifier_input!r}; use one of "
                         f"{', '.join(CLASSIFIER_INPUTS)}.")

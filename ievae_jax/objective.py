@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ievae_jax import distributions, model
+from ievae_jax.config import GENERATIVE_VIEWS
 from ievae_jax.model import Params
 
 Metrics = Dict[str, jnp.ndarray]
@@ -120,6 +121,33 @@ def class_balance(logits: jnp.ndarray) -> jnp.ndarray:
       distributions.class_prior(logits.shape[-1]))
 
 
+def generative_view(params: Params, x: jnp.ndarray, target_logits: jnp.ndarray,
+                    key: jax.Array, source: str, grey: bool = False) -> jnp.ndarray:
+  """A second view of each image drawn by the model itself: p(x | y_hat, z).
+
+  y_hat is the argmax of q(y | x) (target_logits) and z the mean of q(z | x, r_y_hat);
+  "reconstruction" decodes each image's own z, "transfer" the z of the next image
+  in the batch (its style, in x's predicted class: `model.transfer` with the z
+  swapped). Pixels are drawn from the decoder's Bernoulli (key), as the classifier
+  reads binarised images in training, or are its probabilities if `grey`.
+  Nothing here carries gradient: the view is an input, like an augmented image.
+
+  x (B, H, W, C), target_logits (B, K) -> (B, H, W, C).
+  """
+  if source not in GENERATIVE_VIEWS:
+    raise ValueError(f"Unknown generative view {source!r}; use one of "
+                     f"{', '.join(GENERATIVE_VIEWS)}.")
+  frozen = jax.lax.stop_gradient(params)
+  r = model.invariant_representation(frozen, jnp.argmax(target_logits, axis=-1))
+  z = model.equivariant_posterior(frozen, x, r).mean()
+  if source == "transfer":
+    z = jnp.roll(z, 1, axis=0)
+  probs = jax.nn.sigmoid(model.decoder_logits(frozen, r, z))
+  if grey:
+    return probs
+  return jax.random.bernoulli(key, probs).astype(x.dtype)
+
+
 # The power iteration's probe norm: small against the perturbations it finds (norm
 # vat_epsilon, about 2), yet not the paper's 1e-6, whose change in q(y | x) float32
 # rounds away: on a trained classifier the float32 direction at 1e-6 met a float64
@@ -177,7 +205,8 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          unlabelled: Optional[Dict[str, jnp.ndarray]], key: jax.Array, alpha: float,
          kl_weight: float = 1.0, entropy_weight: float = 1.0,
          consistency_weight: float = 0.0, balance_weight: float = 0.0,
-         vat_weight: float = 0.0, vat_epsilon: float = 2.0):
+         vat_weight: float = 0.0, vat_epsilon: float = 2.0,
+         generative_weight: float = 0.0, generative_source: str = "transfer"):
   """J, the training loss to minimise, and its terms.
 
   Args:
@@ -207,6 +236,11 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       vat_weight times the mean `virtual_adversarial` divergence of the unlabelled
       batch at perturbation norm vat_epsilon (`TrainConfig.vat_weight`). Python
       numbers, not traced.
+    generative_weight, generative_source: extension beyond the paper
+      (generative_weight 0: off): adds generative_weight times the mean `consistency`
+      of q(y | x) and q(y | x'), x' the `generative_view` of the unlabelled batch
+      ("reconstruction" or "transfer"; `TrainConfig.generative_weight`). Python
+      values, not traced.
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
@@ -244,6 +278,14 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       divergence = jnp.mean(consistency(u_terms["class_logits"], view_logits))
       total = total + consistency_weight * divergence
       metrics["consistency"] = divergence
+    if generative_weight:
+      classifier_x = unlabelled.get("classifier_image")
+      view = generative_view(params, x_u, u_terms["class_logits"], jax.random.fold_in(key, 5),
+                             generative_source, grey=classifier_x is not None)
+      divergence = jnp.mean(consistency(
+          u_terms["class_logits"], model.classify(params, view, jax.random.fold_in(key, 6))))
+      total = total + generative_weight * divergence
+      metrics["generative_consistency"] = divergence
     if balance_weight:
       imbalance = class_balance(u_terms["class_logits"])
       total = total + balance_weight * imbalance

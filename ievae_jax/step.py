@@ -138,7 +138,8 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
                                      config.kl_weight, entropy_weight(config, state.step),
                                      config.consistency_weight, config.balance_weight,
-                                     config.vat_weight, config.vat_epsilon)
+                                     config.vat_weight, config.vat_epsilon,
+                                     config.generative_weight, config.generative_view)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 

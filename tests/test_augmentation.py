@@ -7,7 +7,7 @@ import pytest
 
 from ievae_jax import augmentation, evaluation, train_lib
 from ievae_jax.config import ConfigError
-from tests.conftest import tiny_train_config
+from tests.conftest import tiny_model_config, tiny_train_config
 
 
 def _find_offset(source, shifted, max_shift):
@@ -99,7 +99,8 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
   # adversarial training: each the same bound, plus its weighted, reported KL term.
   for setting, weight, term in (("consistency_weight", 5.0, "consistency"),
                                 ("balance_weight", 7.0, "class_balance"),
-                                ("vat_weight", 3.0, "virtual_adversarial")):
+                                ("vat_weight", 3.0, "virtual_adversarial"),
+                                ("generative_weight", 4.0, "generative_consistency")):
     config = tiny_train_config(augment_shift=2, **{setting: weight})
     state = train_lib.create_train_state(jax.random.key(0), config)
     _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
@@ -125,6 +126,10 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"balance_weight": -1.0}, "--balance_weight must be >= 0"),
     ({"vat_weight": -1.0}, "--vat_weight must be >= 0"),
     ({"vat_epsilon": 0.0}, "--vat_epsilon must be positive"),
+    ({"generative_weight": -1.0}, "--generative_weight must be >= 0"),
+    ({"generative_view": "prior"}, "Unknown generative_view 'prior'; use one of reconstruction, transfer"),
+    ({"generative_weight": 1.0, "model": tiny_model_config(kind="vae")},
+     "has no classes. Use --model=ievae or --model=m2"),
     ({"augment_shear": -0.1}, "--augment_shear must be in [0, 1]"),
     ({"augment_shear": 1.5}, "--augment_shear must be in [0, 1]"),
     ({"classifier_input": "colour"}, "Unknown classifier_input 'colour'; use one of binary, grey"),

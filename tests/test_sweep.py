@@ -108,7 +108,7 @@ def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_di
 
 def test_default_workdirs_of_earlier_runs_are_stable():
   """Settings added later (kl_weight, augment_shift, augment_shear, consistency_weight,
-  balance_weight, vat_weight, vat_epsilon, binarise,
+  balance_weight, vat_weight, vat_epsilon, generative_weight, generative_view, binarise,
   classifier_input, entropy_weight, entropy_anneal_steps, classifier_arch, classifier_dropout,
   matmul_dtype) leave the digest
   alone at their neutral values, so runs made before them keep their workdirs and sweeps find
@@ -127,6 +127,8 @@ def test_default_workdirs_of_earlier_runs_are_stable():
                   {"binarise": False}, {"classifier_input": "grey"}, {"entropy_weight": 2.0}, {"entropy_anneal_steps": 10},
                   {"augment_shift": 2, "consistency_weight": 1.0}, {"balance_weight": 1.0},
                   {"vat_weight": 1.0}, {"vat_weight": 1.0, "vat_epsilon": 1.0},
+                  {"generative_weight": 1.0},
+                  {"generative_weight": 1.0, "generative_view": "reconstruction"},
                   {"model": conv_classifier},
                   {"model": dataclasses.replace(config.model, classifier_dropout=0.5)},
                   {"model": dataclasses.replace(config.model, matmul_dtype="bfloat16")}):
