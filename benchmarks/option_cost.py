@@ -54,6 +54,13 @@ VARIANTS = {
     "vat550": {"vat_weight": 550.0},
     "shift2_shear025_consistency550_vat550": {"augment_shift": 2, "augment_shear": 0.25,
                                               "consistency_weight": 550.0, "vat_weight": 550.0},
+    # The extensions as reported (consistency weight 50), and with the generative
+    # consistency (`--generative_weight`, transfer view) on top.
+    "shift2_shear025_consistency50": {"augment_shift": 2, "augment_shear": 0.25,
+                                      "consistency_weight": 50.0},
+    "shift2_shear025_consistency50_generative50": {"augment_shift": 2, "augment_shear": 0.25,
+                                                   "consistency_weight": 50.0,
+                                                   "generative_weight": 50.0},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},
