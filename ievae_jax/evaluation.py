@@ -10,6 +10,8 @@
 - `importance_weighted_bound`: the IWAE bound on log p(x) (Burda et al. 2016);
   `unlabelled_bound`: the training objective's own U(x), which needs no label (used
   to choose among restarts of one labelled set, benchmarks/restart_selection.py).
+- `generative_view_statistics`: what the generative consistency's second views are
+  read as.
 - `transfer_accuracy`: whether `transfer(x, y')` looks like class y' to an
   independent classifier (passed in as a function; see `reference_classifier`).
 
@@ -255,6 +257,38 @@ def generative_predictions(params: model.Params, images: np.ndarray, key: jax.Ar
     binary = np.asarray(step_lib.pixel_targets(pixel_key, images))    # as the training step draws x
     total = total + class_elbos(params, binary, noise_key)
   return np.argmax(total, axis=-1)
+
+
+def generative_view_statistics(params: model.Params, binary_images: np.ndarray,
+                               labels: np.ndarray, key: jax.Array, source: str,
+                               batch_size: int = 500, grey_view: bool = False) -> dict:
+  """How the generative consistency's second views (`objective.generative_view`) relate
+  to their targets, as the term sees them in training.
+
+  binary_images (N, H, W, C) in {0, 1}, what the classifier reads in training; labels
+  (N,). Each batch of batch_size images is one training batch: "transfer" takes the z
+  of the image before within it. Returns the share of views the classifier reads as
+  y_hat = argmax q(y | x) ("view_reads_as_y_hat") and as the label
+  ("view_reads_as_label"), the mean KL(q(y | x) || q(y | x')) ("kl"), and the share of
+  wrong y_hat ("y_hat_error", the term's target pointing at the wrong class).
+  """
+
+  @jax.jit
+  def one_batch(x, batch_key):
+    logits = model.classify(params, x)
+    view = objective.generative_view(params, x, logits, batch_key, source, grey_view)
+    view_logits = model.classify(params, view)
+    return (jnp.argmax(logits, -1), jnp.argmax(view_logits, -1),
+            objective.consistency(logits, view_logits))
+
+  y_hat, read, kl = (np.concatenate(parts) for parts in zip(*(
+      jax.device_get(one_batch(jnp.asarray(binary_images[i:i + batch_size], jnp.float32),
+                               jax.random.fold_in(key, i)))
+      for i in range(0, len(binary_images), batch_size))))
+  return {"view_reads_as_y_hat": float(np.mean(read == y_hat)),
+          "view_reads_as_label": float(np.mean(read == labels)),
+          "kl": float(np.mean(kl)),
+          "y_hat_error": float(np.mean(y_hat != labels))}
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")

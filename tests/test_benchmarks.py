@@ -232,3 +232,35 @@ def test_validation_curves_reads_each_runs_checks_and_names_a_missing_run(tmp_pa
   assert missing.returncode != 0 and "has no metrics.jsonl" in missing.stderr
   malformed = curves(str(run))
   assert malformed.returncode != 0 and "is not name=workdir" in malformed.stderr
+
+
+def test_generative_view_statistics_match_the_public_api():
+  """evaluation.generative_view_statistics on the grey transfer view: the share of views
+  the classifier reads as y_hat, and as the label, recomputed batch by batch with
+  `generate` and `encode_equivariant`; the binary draw gives rates of the same kind."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from ievae_jax import evaluation, model
+  from tests.conftest import tiny_model_config
+  params = model.init(jax.random.key(0), tiny_model_config())
+  rng = np.random.default_rng(0)
+  images = (rng.random((12, 28, 28, 1)) < 0.3).astype(np.float32)
+  labels = rng.integers(0, 10, 12)
+  got = evaluation.generative_view_statistics(params, images, labels, jax.random.key(1),
+                                              "transfer", batch_size=5, grey_view=True)
+  y_hat = np.argmax(np.asarray(model.classify(params, images)), axis=-1)
+  read = []
+  for i in range(0, 12, 5):    # the z of the image before, within each batch
+    x, y = images[i:i + 5], y_hat[i:i + 5]
+    z = jnp.roll(model.encode_equivariant(params, x).mean(), 1, axis=0)
+    read.append(np.argmax(np.asarray(model.classify(params, model.generate(params, y, z).mean())),
+                          axis=-1))
+  read = np.concatenate(read)
+  assert got["view_reads_as_y_hat"] == pytest.approx(np.mean(read == y_hat))
+  assert got["view_reads_as_label"] == pytest.approx(np.mean(read == labels))
+  assert got["y_hat_error"] == pytest.approx(np.mean(y_hat != labels))
+  assert got["kl"] >= 0
+  drawn = evaluation.generative_view_statistics(params, images, labels, jax.random.key(1),
+                                                "reconstruction", batch_size=5)
+  assert 0 <= drawn["view_reads_as_y_hat"] <= 1 and drawn["y_hat_error"] == got["y_hat_error"]
