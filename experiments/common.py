@@ -93,8 +93,8 @@ def define_flags(defaults: dict) -> None:
                      "paper: weight of KL(q(y|x) || q(y|x')) with x' drawn by the model in "
                      "x's predicted class (see --generative_view) (0: off).")
   flags.DEFINE_enum("generative_view", base["generative_view"], list(config_lib.GENERATIVE_VIEWS),
-                    "--generative_weight's view: the decoded z of x itself, or of the next "
-                    "image in the batch (x's predicted class in another image's style).")
+                    "--generative_weight's view: the decoded z of x itself, or of the image "
+                    "before it in the batch (x's predicted class in another image's style).")
   flags.DEFINE_float("entropy_weight", base["entropy_weight"], "Weight of H(q(y|x)) in the "
                      "unlabelled bound at step 0, annealed linearly to 1 (the paper's bound) "
                      "over --entropy_anneal_steps; above 1 softens early self-labelling.")

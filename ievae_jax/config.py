@@ -163,7 +163,7 @@ class TrainConfig:
       0 (default) to turn off. Adds generative_weight * mean KL(q(y | x) || q(y | x'))
       over the unlabelled batch, q(y | x) held fixed as the target and x' drawn by the
       model: p(x | y_hat, z), y_hat the argmax of q(y | x) and z the mean of
-      q(z | x, r_y_hat) of x itself ("reconstruction") or of the next image in the
+      q(z | x, r_y_hat) of x itself ("reconstruction") or of the image before it in the
       batch ("transfer", the default: x's predicted class in another image's style).
       No gradient reaches the encoder or decoder through x' (objective.generative_view).
     entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,

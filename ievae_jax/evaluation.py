@@ -259,6 +259,16 @@ def generative_predictions(params: model.Params, images: np.ndarray, key: jax.Ar
   return np.argmax(total, axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames=("source", "grey_view"))
+def _view_readings(params: model.Params, x: jnp.ndarray, key: jax.Array, source: str,
+                   grey_view: bool):
+  logits = model.classify(params, x)
+  view = objective.generative_view(params, x, logits, key, source, grey_view)
+  view_logits = model.classify(params, view)
+  return (jnp.argmax(logits, -1), jnp.argmax(view_logits, -1),
+          objective.consistency(logits, view_logits))
+
+
 def generative_view_statistics(params: model.Params, binary_images: np.ndarray,
                                labels: np.ndarray, key: jax.Array, source: str,
                                batch_size: int = 500, grey_view: bool = False) -> dict:
@@ -272,18 +282,12 @@ def generative_view_statistics(params: model.Params, binary_images: np.ndarray,
   ("view_reads_as_label"), the mean KL(q(y | x) || q(y | x')) ("kl"), and the share of
   wrong y_hat ("y_hat_error", the term's target pointing at the wrong class).
   """
-
-  @jax.jit
-  def one_batch(x, batch_key):
-    logits = model.classify(params, x)
-    view = objective.generative_view(params, x, logits, batch_key, source, grey_view)
-    view_logits = model.classify(params, view)
-    return (jnp.argmax(logits, -1), jnp.argmax(view_logits, -1),
-            objective.consistency(logits, view_logits))
-
+  # Not `batched`: its padding of a partial last batch would hand that batch's first
+  # image the z of a copy of itself, a reconstruction instead of a transfer.
   y_hat, read, kl = (np.concatenate(parts) for parts in zip(*(
-      jax.device_get(one_batch(jnp.asarray(binary_images[i:i + batch_size], jnp.float32),
-                               jax.random.fold_in(key, i)))
+      jax.device_get(_view_readings(params, jnp.asarray(binary_images[i:i + batch_size],
+                                                         jnp.float32),
+                                    jax.random.fold_in(key, i), source, grey_view))
       for i in range(0, len(binary_images), batch_size))))
   return {"view_reads_as_y_hat": float(np.mean(read == y_hat)),
           "view_reads_as_label": float(np.mean(read == labels)),

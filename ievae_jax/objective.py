@@ -126,9 +126,9 @@ def generative_view(params: Params, x: jnp.ndarray, target_logits: jnp.ndarray,
   """A second view of each image drawn by the model itself: p(x | y_hat, z).
 
   y_hat is the argmax of q(y | x) (target_logits) and z the mean of q(z | x, r_y_hat);
-  "reconstruction" decodes each image's own z, "transfer" the z of the next image
-  in the batch (its style, in x's predicted class: `model.transfer` with the z
-  swapped). Pixels are drawn from the decoder's Bernoulli (key), as the classifier
+  "reconstruction" decodes each image's own z, "transfer" the z of the image before
+  it in the batch (the first image takes the last's): that image's style in x's
+  predicted class, `model.transfer` with the z swapped. Pixels are drawn from the decoder's Bernoulli (key), as the classifier
   reads binarised images in training, or are its probabilities if `grey`.
   Nothing here carries gradient: the view is an input, like an augmented image.
 
