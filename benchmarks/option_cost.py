@@ -54,10 +54,14 @@ VARIANTS = {
     "vat550": {"vat_weight": 550.0},
     "shift2_shear025_consistency550_vat550": {"augment_shift": 2, "augment_shear": 0.25,
                                               "consistency_weight": 550.0, "vat_weight": 550.0},
-    # The extensions as reported (consistency weight 50), and with the generative
-    # consistency (`--generative_weight`, transfer view) on top.
+    # The extensions as reported (consistency weight 50), with a mean teacher reading
+    # the consistency target (`--teacher_decay`), and with the generative consistency
+    # (`--generative_weight`, transfer view) on top.
     "shift2_shear025_consistency50": {"augment_shift": 2, "augment_shear": 0.25,
                                       "consistency_weight": 50.0},
+    "shift2_shear025_consistency50_teacher0999": {"augment_shift": 2, "augment_shear": 0.25,
+                                                  "consistency_weight": 50.0,
+                                                  "teacher_decay": 0.999},
     "shift2_shear025_consistency50_generative50": {"augment_shift": 2, "augment_shear": 0.25,
                                                    "consistency_weight": 50.0,
                                                    "generative_weight": 50.0},

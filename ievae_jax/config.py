@@ -151,6 +151,16 @@ class TrainConfig:
       KL(q(y | x) || q(y | x')) over the unlabelled batch, x' a second random view
       of the same image (its own shift, shear and binarisation) and q(y | x) held
       fixed as the target (objective.loss).
+    teacher_decay: extension beyond the paper, 0 (default) to turn off; needs
+      consistency_weight > 0. The consistency target q(y | x) is read by a mean
+      teacher (Tarvainen & Valpola 2017): an exponential moving average of the
+      parameters, teacher <- teacher_decay * teacher + (1 - teacher_decay) * params
+      after every step, started at the initial parameters (TrainState.teacher_params);
+      after n steps the decay is min(teacher_decay, 1 - 1 / (n + 1)), as in their code,
+      so the early teacher is the plain mean of the parameters so far.
+      0: the target is the model itself, as without this option. Evaluation and the
+      public API use the trained parameters; the teacher's validation and test errors
+      are reported beside them (train_lib).
     balance_weight: extension beyond the paper, 0 (default) to turn off. Adds
       balance_weight * KL(mean q(y | x) || p(y)) over each unlabelled batch: a pull of
       the batch's average prediction toward the class prior (objective.class_balance).
@@ -201,6 +211,7 @@ class TrainConfig:
   augment_shift: int = 0
   augment_shear: float = 0.0
   consistency_weight: float = 0.0
+  teacher_decay: float = 0.0
   balance_weight: float = 0.0
   vat_weight: float = 0.0
   vat_epsilon: float = 2.0
@@ -260,6 +271,12 @@ class TrainConfig:
     if self.consistency_weight > 0 and self.augment_shift == 0 and self.augment_shear == 0:
       raise ConfigError("--consistency_weight compares q(y|x) across random views of x; "
                         "set --augment_shift or --augment_shear too (e.g. --augment_shift=2).")
+    if not 0 <= self.teacher_decay < 1:
+      raise ConfigError(f"--teacher_decay must be in [0, 1), got {self.teacher_decay!r}; "
+                        "0.999 averages over about the last 1,000 steps, 0 turns it off.")
+    if self.teacher_decay > 0 and self.consistency_weight == 0:
+      raise ConfigError("--teacher_decay sets who reads the consistency target; set "
+                        "--consistency_weight too (e.g. --consistency_weight=50).")
     if not self.generative_weight >= 0:
       raise ConfigError(f"--generative_weight must be >= 0, got {self.generative_weight}; "
                         "0 turns it off.")

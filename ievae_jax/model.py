@@ -83,6 +83,13 @@ def classify(params: Params, x: jnp.ndarray,
   return _apply(params, "classifier", x, deterministic=False, rngs={"dropout": dropout_key})
 
 
+def classifier_only(params: Params) -> Params:
+  """The classifier's weights alone, as Params: enough for `classify` (a mean
+  teacher keeps no more, TrainConfig.teacher_decay)."""
+  _require_classes(params, "classifier_only")
+  return Params(config=params.config, nets={"classifier": params.nets["classifier"]})
+
+
 def class_representations(params: Params) -> jnp.ndarray:
   """r_y = g(y) for every class: (K, r_dim); M2: the one-hot codes, (K, K)."""
   _require_classes(params, "The invariant representation")

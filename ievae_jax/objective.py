@@ -206,7 +206,8 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
          kl_weight: float = 1.0, entropy_weight: float = 1.0,
          consistency_weight: float = 0.0, balance_weight: float = 0.0,
          vat_weight: float = 0.0, vat_epsilon: float = 2.0,
-         generative_weight: float = 0.0, generative_source: str = "transfer"):
+         generative_weight: float = 0.0, generative_source: str = "transfer",
+         teacher_params: Optional[Params] = None):
   """J, the training loss to minimise, and its terms.
 
   Args:
@@ -241,6 +242,10 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       of q(y | x) and q(y | x'), x' the `generative_view` of the unlabelled batch
       ("reconstruction" or "transfer"; `TrainConfig.generative_weight`). Python
       values, not traced.
+    teacher_params: extension beyond the paper (None: off). Parameters holding at
+      least the classifier (`model.classifier_only`), an average of past parameters:
+      the consistency target becomes their q(y | image) instead of the model's own
+      (a mean teacher, `TrainConfig.teacher_decay`). Never differentiated.
   Returns:
     (J, metrics), metrics a dict of scalars.
   """
@@ -275,7 +280,10 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     if consistency_weight:
       view_logits = model.classify(params, unlabelled["view"],
                                    jax.random.fold_in(key, 3))
-      divergence = jnp.mean(consistency(u_terms["class_logits"], view_logits))
+      target_logits = u_terms["class_logits"]
+      if teacher_params is not None:
+        target_logits = model.classify(teacher_params, unlabelled.get("classifier_image", x_u))
+      divergence = jnp.mean(consistency(target_logits, view_logits))
       total = total + consistency_weight * divergence
       metrics["consistency"] = divergence
     if generative_weight:

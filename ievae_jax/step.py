@@ -31,6 +31,8 @@ class TrainState:
   params: model.Params
   opt_state: Any
   nonfinite_step: jnp.ndarray  # int32: first step (from 1, as logged) with a non-finite loss, or -1
+  # The mean teacher's classifier (TrainConfig.teacher_decay > 0), else None.
+  teacher_params: Optional[model.Params] = None
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -47,7 +49,21 @@ def create_train_state(key: jax.Array, config: TrainConfig) -> TrainState:
   params = model.init(key, config.model)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(config).init(params),
-                    nonfinite_step=jnp.full((), -1, jnp.int32))
+                    nonfinite_step=jnp.full((), -1, jnp.int32),
+                    teacher_params=model.classifier_only(params) if config.teacher_decay else None)
+
+
+def teacher_decay(config: TrainConfig, steps: jnp.ndarray) -> jnp.ndarray:
+  """The mean teacher's decay after `steps` steps: min(teacher_decay, 1 - 1 / (steps + 1)),
+  as in Tarvainen & Valpola's code, so that early on the teacher is the plain mean of
+  the parameters so far rather than mostly the random initial ones."""
+  return jnp.minimum(config.teacher_decay, 1.0 - 1.0 / (steps + 1.0))
+
+
+def update_teacher(teacher: model.Params, params: model.Params, decay: jnp.ndarray) -> model.Params:
+  """teacher <- decay * teacher + (1 - decay) * params, over the classifier's weights."""
+  return jax.tree.map(lambda t, p: decay * t + (1.0 - decay) * p, teacher,
+                      model.classifier_only(params))
 
 
 def default_alpha(num_train: int, num_labelled: int) -> float:
@@ -139,20 +155,24 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
                                      config.kl_weight, entropy_weight(config, state.step),
                                      config.consistency_weight, config.balance_weight,
                                      config.vat_weight, config.vat_epsilon,
-                                     config.generative_weight, config.generative_view)
+                                     config.generative_weight, config.generative_view,
+                                     state.teacher_params)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-    def update(params, opt_state):
+    def update(params, opt_state, teacher):
       updates, opt_state = optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state
+      params = optax.apply_updates(params, updates)
+      if teacher is not None:
+        teacher = update_teacher(teacher, params, teacher_decay(config, state.step + 1))
+      return params, opt_state, teacher
 
     # A non-finite step leaves params and optimiser state as they were. A cond, not
     # a jnp.where over the updated state: the where kept the old and the new state
     # alive together, so XLA copied the whole optimiser state every step (README,
     # "Speed"). Under vmap_seeds the cond becomes that select again, per seed.
-    params, opt_state = jax.lax.cond(finite, update, lambda *old: old,
-                                     state.params, state.opt_state)
+    params, opt_state, teacher = jax.lax.cond(finite, update, lambda *old: old, state.params,
+                                              state.opt_state, state.teacher_params)
     metrics["grad_norm"] = grad_norm
     metrics["param_norm"] = optax.tree.norm(params)
     new_state = TrainState(
@@ -160,7 +180,8 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
         params=params,
         opt_state=opt_state,
         nonfinite_step=jnp.where(finite | (state.nonfinite_step >= 0), state.nonfinite_step,
-                                 state.step + 1))
+                                 state.step + 1),
+        teacher_params=teacher)
     return new_state, metrics
 
   if vmap_seeds:

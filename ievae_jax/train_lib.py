@@ -332,6 +332,14 @@ def _train_group(runs, states, mesh) -> list:
           log.info("step %d | %svalidation error %.4f", done,
                    f"seed {run.config.seed} | " if vmapped else "", error)
           records[i] = {**(records[i] or {"step": done}), "validation_error": error}
+          teacher = unstack(state, i).teacher_params
+          if teacher is not None:
+            records[i]["teacher_validation_error"] = evaluation.classification_error(
+                _local_params(teacher), run.splits.validation_images,
+                run.splits.validation_labels)
+            log.info("step %d | %steacher's validation error %.4f", done,
+                     f"seed {run.config.seed} | " if vmapped else "",
+                     records[i]["teacher_validation_error"])
       if jax.process_index() == 0:
         for run, record in zip(runs, records):
           if record is not None:
@@ -379,6 +387,13 @@ def _finish(run: _Run, state: TrainState, num_devices: int) -> Dict[str, Any]:
       "num_devices": num_devices,
       "flags": config.to_dict(),
   }
+  if state.teacher_params is not None:
+    teacher = _local_params(state.teacher_params)
+    results["teacher_test_error"] = evaluation.classification_error(
+        teacher, splits.test_images, splits.test_labels)
+    results["teacher_validation_error"] = (evaluation.classification_error(
+        teacher, splits.validation_images, splits.validation_labels)
+        if len(splits.validation_images) else None)
   if jax.process_index() == 0:
     checkpointing.write_json_atomically(os.path.join(run.workdir, "results.json"), results)
   log.info("seed %d: test error %s (validation %s) after %d steps, %.0f s; results in %s",

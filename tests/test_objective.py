@@ -269,6 +269,36 @@ def test_consistency_adds_weighted_kl_between_the_two_views():
   assert np.abs(grad_view).max() > 1e-4
 
 
+def test_a_teacher_reads_the_consistency_target_and_gets_no_gradient():
+  """With teacher_params the target is the teacher's q(y | x) (checked in numpy); a
+  teacher equal to the model gives the plain consistency loss; the teacher is never
+  differentiated and the target still stops the gradient."""
+  params = _params()
+  teacher = model.classifier_only(_params(seed=3))
+  assert set(teacher.nets) == {"classifier"}
+  labelled, unlabelled = _labelled_and_unlabelled([0, 2, 4, 6])
+  view = jnp.roll(unlabelled["image"], 2, axis=2)
+  unlabelled = {"image": unlabelled["image"], "view": view}
+  key = jax.random.key(9)
+  run = lambda **kw: objective.loss(params, labelled, unlabelled, key, alpha=1.0,
+                                    consistency_weight=3.0, **kw)
+  plain, plain_metrics = run()
+  same, same_metrics = run(teacher_params=model.classifier_only(params))
+  np.testing.assert_allclose(float(same), float(plain), rtol=1e-6)
+  np.testing.assert_allclose(same_metrics["consistency"], plain_metrics["consistency"], rtol=1e-6)
+
+  taught, metrics = run(teacher_params=teacher)
+  log_p = _np_log_softmax(model.classify(teacher, unlabelled["image"]))
+  log_q = _np_log_softmax(model.classify(params, view))
+  kl = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1))
+  np.testing.assert_allclose(metrics["consistency"], kl, rtol=1e-4)
+  # Only the consistency term changed: the rest of the loss is the plain one's.
+  np.testing.assert_allclose(float(taught) - 3.0 * kl,
+                             float(plain) - 3.0 * float(plain_metrics["consistency"]), rtol=1e-4)
+  grads = jax.grad(lambda t: run(teacher_params=t)[0])(teacher)
+  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads))
+
+
 def test_class_balance_adds_weighted_kl_of_the_batch_mean_prediction():
   """loss(w) - loss(0) = w * KL(mean_x q(y|x) || 1/K), checked in numpy; the term is 0 for
   a batch whose predictions average to the prior, and its gradient lowers the logit of

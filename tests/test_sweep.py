@@ -108,7 +108,7 @@ def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_di
 
 def test_default_workdirs_of_earlier_runs_are_stable():
   """Settings added later (kl_weight, augment_shift, augment_shear, consistency_weight,
-  balance_weight, vat_weight, vat_epsilon, generative_weight, generative_view, binarise,
+  teacher_decay, balance_weight, vat_weight, vat_epsilon, generative_weight, generative_view, binarise,
   classifier_input, entropy_weight, entropy_anneal_steps, classifier_arch, classifier_dropout,
   matmul_dtype) leave the digest
   alone at their neutral values, so runs made before them keep their workdirs and sweeps find
@@ -125,7 +125,9 @@ def test_default_workdirs_of_earlier_runs_are_stable():
   for changed in ({"kl_weight": 2.0}, {"augment_shift": 2}, {"augment_shear": 0.5},
                   {"alpha": 550.0},
                   {"binarise": False}, {"classifier_input": "grey"}, {"entropy_weight": 2.0}, {"entropy_anneal_steps": 10},
-                  {"augment_shift": 2, "consistency_weight": 1.0}, {"balance_weight": 1.0},
+                  {"augment_shift": 2, "consistency_weight": 1.0},
+                  {"augment_shift": 2, "consistency_weight": 1.0, "teacher_decay": 0.9},
+                  {"balance_weight": 1.0},
                   {"vat_weight": 1.0}, {"vat_weight": 1.0, "vat_epsilon": 1.0},
                   {"generative_weight": 1.0},
                   {"generative_weight": 1.0, "generative_view": "reconstruction"},
@@ -134,6 +136,9 @@ def test_default_workdirs_of_earlier_runs_are_stable():
                   {"model": dataclasses.replace(config.model, matmul_dtype="bfloat16")}):
     assert common.default_workdir("semisup", dataclasses.replace(config, **changed)) != \
         common.default_workdir("semisup", config)
+  consistency = dataclasses.replace(config, augment_shift=2, consistency_weight=1.0)
+  assert common.default_workdir("semisup", dataclasses.replace(consistency, teacher_decay=0.9)) \
+      != common.default_workdir("semisup", consistency)
 
 
 def test_seeds_share_a_program_unless_convolutions_run_on_a_cpu():

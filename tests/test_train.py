@@ -37,6 +37,58 @@ def test_step_is_a_function_of_seed_and_step(small_arrays):
   assert float(metrics_c["loss"]) != float(metrics_a["loss"])
 
 
+def test_teacher_is_the_moving_average_of_the_classifier(small_arrays):
+  """After step n teacher = d * teacher + (1 - d) * params, d = min(0.9, 1 - 1 / (n + 1))
+  (computed here in numpy, from the parameters the step returns); without
+  teacher_decay the state has none."""
+  assert train_lib.create_train_state(jax.random.key(0), tiny_train_config()).teacher_params is None
+  decay = 0.9
+  config = tiny_train_config(augment_shift=2, consistency_weight=5.0, teacher_decay=decay)
+  step = train_lib.make_train_step(config, alpha=1.0)
+  labelled, unlabelled = _batch(small_arrays)
+  state = train_lib.create_train_state(jax.random.key(0), config)
+  expected = jax.tree.map(lambda a: np.asarray(a, np.float64), state.params.nets["classifier"])
+  for n in range(1, 31):
+    state, _ = step(state, labelled, unlabelled)
+    d = min(decay, 1 - 1 / (n + 1))           # 0.5, 0.667, ..., then 0.9 from step 9
+    expected = jax.tree.map(lambda t, p: d * t + (1 - d) * np.asarray(p, np.float64), expected,
+                            state.params.nets["classifier"])
+  assert set(state.teacher_params.nets) == {"classifier"}
+  for got, want, now in zip(jax.tree.leaves(state.teacher_params.nets["classifier"]),
+                            jax.tree.leaves(expected),
+                            jax.tree.leaves(state.params.nets["classifier"])):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-7)
+  assert any(np.abs(np.asarray(g) - np.asarray(n)).max() > 1e-6
+             for g, n in zip(jax.tree.leaves(state.teacher_params), jax.tree.leaves(
+                 state.params.nets["classifier"])))   # it lags the model
+
+
+def test_a_run_with_a_teacher_resumes_it_and_reports_its_errors(tmp_path, small_arrays):
+  """The teacher is checkpointed: stop at 4 and resume to 6 gives the teacher of a
+  straight run; results.json and metrics.jsonl carry the teacher's errors."""
+  settings = dict(augment_shift=2, consistency_weight=5.0, teacher_decay=0.5)
+  straight = tiny_train_config(num_steps=6, **settings)
+  results = train_lib.train_and_evaluate(straight, str(tmp_path / "straight"), small_arrays)
+  train_lib.train_and_evaluate(tiny_train_config(num_steps=4, **settings),
+                               str(tmp_path / "resumed"), small_arrays)
+  train_lib.train_and_evaluate(straight, str(tmp_path / "resumed"), small_arrays)
+  like = train_lib.create_train_state(jax.random.key(0), straight)
+  a, _ = checkpointing.restore_latest(checkpointing.manager(str(tmp_path / "straight")), like)
+  b, _ = checkpointing.restore_latest(checkpointing.manager(str(tmp_path / "resumed")), like)
+  for x, y in zip(jax.tree.leaves(a.teacher_params), jax.tree.leaves(b.teacher_params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  params = train_lib._local_params(a.teacher_params)
+  splits = data.make_splits(small_arrays, 10, straight.labels, straight.validation_size,
+                            straight.seed)
+  from ievae_jax import evaluation
+  assert results["teacher_test_error"] == evaluation.classification_error(
+      params, splits.test_images, splits.test_labels)
+  assert 0 <= results["teacher_validation_error"] <= 1
+  lines = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl")]
+  checks = [l for l in lines if "validation_error" in l]
+  assert checks and all(0 <= l["teacher_validation_error"] <= 1 for l in checks)
+
+
 def _poisoned(state):
   """state with one NaN in the decoder's output bias: every loss from it is NaN."""
   nets = jax.tree.map(lambda a: a, state.params.nets)
