@@ -1,5 +1,6 @@
 """The training step and loop: PRNG per step, resume, non-finite losses."""
 
+import dataclasses
 import json
 import os
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ievae_jax import checkpointing, data, objective, train_lib
+from ievae_jax import checkpointing, data, evaluation, objective, train_lib
 from ievae_jax.config import ConfigError
 from tests.conftest import tiny_train_config
 
@@ -63,6 +64,24 @@ def test_teacher_is_the_moving_average_of_the_classifier(small_arrays):
                  state.params.nets["classifier"])))   # it lags the model
 
 
+def test_vmapped_seeds_keep_a_teacher_each(small_arrays):
+  """Under vmap_seeds every seed's teacher is the one its own step would give."""
+  config = tiny_train_config(augment_shift=2, consistency_weight=5.0, teacher_decay=0.9)
+  labelled, unlabelled = _batch(small_arrays)
+  seeds = (0, 3)
+  states = [train_lib.create_train_state(jax.random.key(s), config) for s in seeds]
+  stack = lambda *xs: jnp.stack(xs)
+  step = train_lib.make_train_step(config, alpha=1.0, vmap_seeds=True)
+  together, _ = step(jax.tree.map(stack, *states), jax.tree.map(stack, labelled, labelled),
+                     jax.tree.map(stack, unlabelled, unlabelled),
+                     jnp.stack([jax.random.key(s) for s in seeds]))
+  for i, seed in enumerate(seeds):
+    alone, _ = train_lib.make_train_step(dataclasses.replace(config, seed=seed), alpha=1.0)(
+        train_lib.create_train_state(jax.random.key(seed), config), labelled, unlabelled)
+    for a, b in zip(jax.tree.leaves(together.teacher_params), jax.tree.leaves(alone.teacher_params)):
+      np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
 def test_a_run_with_a_teacher_resumes_it_and_reports_its_errors(tmp_path, small_arrays):
   """The teacher is checkpointed: stop at 4 and resume to 6 gives the teacher of a
   straight run; results.json and metrics.jsonl carry the teacher's errors."""
@@ -80,7 +99,6 @@ def test_a_run_with_a_teacher_resumes_it_and_reports_its_errors(tmp_path, small_
   params = train_lib._local_params(a.teacher_params)
   splits = data.make_splits(small_arrays, 10, straight.labels, straight.validation_size,
                             straight.seed)
-  from ievae_jax import evaluation
   assert results["teacher_test_error"] == evaluation.classification_error(
       params, splits.test_images, splits.test_labels)
   assert 0 <= results["teacher_validation_error"] <= 1
