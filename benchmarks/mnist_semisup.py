@@ -181,8 +181,10 @@ def _main(argv):
       "labels": FLAGS.labels,
       "test_error": statistics.mean(errors),
       "test_error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+      # The mean teacher's errors (--teacher_decay) ride along where a run has one.
       "per_seed": [{k: r[k] for k in ("seed", "test_error", "validation_error", "steps",
-                                      "wall_seconds")} for r in seeds],
+                                      "wall_seconds", "teacher_test_error",
+                                      "teacher_validation_error") if k in r} for r in seeds],
       "steps": seeds[0]["steps"],
       "wall_seconds_per_seed": [r["wall_seconds"] for r in seeds],
       "flags": seeds[0]["flags"],
