@@ -1,6 +1,8 @@
 r"""Validation error by step for runs compared side by side (settings selection).
 
 Reads <workdir>/metrics.jsonl of each run, prints a Markdown table and writes JSON.
+A run with a mean teacher (--teacher_decay) gets the teacher's curve too, as
+"teacher_validation_error" and a column "<name> teacher".
 
   python -m benchmarks.validation_curves --runs=constant=runs/bench/semisup100-seed0-constant,cosine=runs/bench/semisup100-seed0-cosine \
       --output=benchmarks/results/lr_schedule_validation.json
@@ -18,8 +20,9 @@ flags.DEFINE_string("output", None, "JSON path.", required=True)
 FLAGS = flags.FLAGS
 
 
-def validation_curve(workdir):
-  """{step: validation error} from a run directory's metrics.jsonl."""
+def validation_curve(workdir, key="validation_error"):
+  """{step: error} from a run directory's metrics.jsonl: the model's validation error,
+  or the mean teacher's with key="teacher_validation_error" ({} if it has none)."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.isfile(path):
     raise app.UsageError(f"{workdir!r} has no metrics.jsonl: give the workdir of a run of "
@@ -28,8 +31,8 @@ def validation_curve(workdir):
   with open(path) as f:
     for line in f:
       record = json.loads(line)
-      if "validation_error" in record:
-        curve[record["step"]] = record["validation_error"]
+      if key in record:
+        curve[record["step"]] = record[key]
   return curve
 
 
@@ -39,12 +42,18 @@ def main(argv):
   for pair in FLAGS.runs:
     name, workdir = name_and_workdir(pair)
     curves[name] = {"workdir": workdir, "validation_error": validation_curve(workdir)}
-  steps = sorted({s for c in curves.values() for s in c["validation_error"]})
-  print("| step | " + " | ".join(curves) + " |")
-  print("|---|" + "---|" * len(curves))
+    teacher = validation_curve(workdir, "teacher_validation_error")
+    if teacher:
+      curves[name]["teacher_validation_error"] = teacher
+  columns = [(name, curve) for name, c in curves.items()
+             for key, curve in c.items() if key != "workdir"]
+  steps = sorted({s for _, curve in columns for s in curve})
+  print("| step | " + " | ".join(name if key == "validation_error" else f"{name} teacher"
+                                  for name, c in curves.items()
+                                  for key in c if key != "workdir") + " |")
+  print("|---|" + "---|" * len(columns))
   for step in steps:
-    cells = [f"{c['validation_error'][step]:.4f}" if step in c["validation_error"] else "-"
-             for c in curves.values()]
+    cells = [f"{curve[step]:.4f}" if step in curve else "-" for _, curve in columns]
     print(f"| {step} | " + " | ".join(cells) + " |")
   with open(FLAGS.output, "w") as f:
     json.dump(curves, f, indent=2)
