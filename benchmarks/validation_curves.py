@@ -45,15 +45,13 @@ def main(argv):
     teacher = validation_curve(workdir, "teacher_validation_error")
     if teacher:
       curves[name]["teacher_validation_error"] = teacher
-  columns = [(name, curve) for name, c in curves.items()
-             for key, curve in c.items() if key != "workdir"]
-  steps = sorted({s for _, curve in columns for s in curve})
-  print("| step | " + " | ".join(name if key == "validation_error" else f"{name} teacher"
-                                  for name, c in curves.items()
-                                  for key in c if key != "workdir") + " |")
+  columns = {(name if key == "validation_error" else f"{name} teacher"): curve
+             for name, c in curves.items() for key, curve in c.items() if key != "workdir"}
+  steps = sorted({s for curve in columns.values() for s in curve})
+  print("| step | " + " | ".join(columns) + " |")
   print("|---|" + "---|" * len(columns))
   for step in steps:
-    cells = [f"{curve[step]:.4f}" if step in curve else "-" for _, curve in columns]
+    cells = [f"{curve[step]:.4f}" if step in curve else "-" for curve in columns.values()]
     print(f"| {step} | " + " | ".join(cells) + " |")
   with open(FLAGS.output, "w") as f:
     json.dump(curves, f, indent=2)

@@ -236,7 +236,8 @@ def test_validation_curves_reads_each_runs_checks_and_names_a_missing_run(tmp_pa
   assert done.returncode == 0, done.stderr[-3000:]
   written = json.loads((tmp_path / "out.json").read_text())
   assert written["t"]["teacher_validation_error"] == {"1000": 0.5}
-  assert "| step | a | t | t teacher |" in done.stdout and "| 1000 | 0.2500 | 0.2500 | 0.5000 |" in done.stdout
+  assert "| step | a | t | t teacher |" in done.stdout
+  assert "| 1000 | 0.2500 | 0.2500 | 0.5000 |" in done.stdout
 
   missing = curves(f"a={run}", f"b={tmp_path / 'gone'}")
   assert missing.returncode != 0 and "has no metrics.jsonl" in missing.stderr
