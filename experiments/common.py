@@ -98,6 +98,8 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_enum("generative_view", base["generative_view"], list(config_lib.GENERATIVE_VIEWS),
                     "--generative_weight's view: the decoded z of x itself, or of the image "
                     "before it in the batch (x's predicted class in another image's style).")
+  flags.DEFINE_integer("generative_steps", base["generative_steps"], "--generative_weight "
+                       "applies over the first this many steps, then is off (0: all run).")
   flags.DEFINE_float("entropy_weight", base["entropy_weight"], "Weight of H(q(y|x)) in the "
                      "unlabelled bound at step 0, annealed linearly to 1 (the paper's bound) "
                      "over --entropy_anneal_steps; above 1 softens early self-labelling.")
@@ -218,7 +220,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       teacher_decay=FLAGS.teacher_decay,
       balance_weight=FLAGS.balance_weight, vat_weight=FLAGS.vat_weight,
       vat_epsilon=FLAGS.vat_epsilon, generative_weight=FLAGS.generative_weight,
-      generative_view=FLAGS.generative_view,
+      generative_view=FLAGS.generative_view, generative_steps=FLAGS.generative_steps,
       binarise=FLAGS.binarise, classifier_input=FLAGS.classifier_input,
       entropy_weight=FLAGS.entropy_weight,
       entropy_anneal_steps=FLAGS.entropy_anneal_steps,
@@ -232,7 +234,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
                     "augment_shear": 0.0, "consistency_weight": 0.0, "teacher_decay": 0.0,
                     "balance_weight": 0.0, "vat_weight": 0.0, "vat_epsilon": 2.0,
-                    "generative_weight": 0.0, "generative_view": "transfer", "binarise": True,
+                    "generative_weight": 0.0, "generative_view": "transfer", "generative_steps": 0,
+                    "binarise": True,
                     "classifier_input": "binary", "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,
                           "matmul_dtype": "float32"}

@@ -176,6 +176,11 @@ class TrainConfig:
       q(z | x, r_y_hat) of x itself ("reconstruction") or of the image before it in the
       batch ("transfer", the default: x's predicted class in another image's style).
       No gradient reaches the encoder or decoder through x' (objective.generative_view).
+    generative_steps: the generative term applies over the first generative_steps
+      steps and is off after them (0, the default: the whole run). Runs with the term
+      were ahead early and level or behind by the end (ACCURACY_LOG, thirty-third and
+      thirty-fourth passes); this keeps the early part only. Once off, the step does
+      not compute the view at all, and the logged generative_consistency reads 0.
     entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,
       decaying linearly to 1 (the paper's bound) over entropy_anneal_steps steps (0:
       held for the whole run). Above 1 it softens early self-labelling: q(y | x)'s
@@ -217,6 +222,7 @@ class TrainConfig:
   vat_epsilon: float = 2.0
   generative_weight: float = 0.0
   generative_view: str = "transfer"
+  generative_steps: int = 0
   binarise: bool = True
   classifier_input: str = "binary"
   entropy_weight: float = 1.0
@@ -287,6 +293,12 @@ class TrainConfig:
       raise ConfigError("--generative_weight compares q(y|x) with q(y|x') for a view drawn "
                         "in x's predicted class; the plain VAE (--model=vae) has no classes. "
                         "Use --model=ievae or --model=m2, or --generative_weight=0.")
+    if not isinstance(self.generative_steps, int) or self.generative_steps < 0:
+      raise ConfigError(f"--generative_steps must be an integer >= 0, got "
+                        f"{self.generative_steps!r}; 0 keeps the generative term all run.")
+    if self.generative_steps > 0 and self.generative_weight == 0:
+      raise ConfigError("--generative_steps sets how long the generative term applies; set "
+                        "--generative_weight too (e.g. --generative_weight=50).")
     if self.classifier_input not in CLASSIFIER_INPUTS:
       raise ConfigError(f"Unknown classifier_input {self.classifier_input!r}; use one of "
                         f"{', '.join(CLASSIFIER_INPUTS)}.")

@@ -150,13 +150,26 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
         key_view, key_shift_view = jax.random.split(jax.random.fold_in(step_key, 2))
         view = training_view(config, images, key_view, key_shift_view, key_shear_view)
         unlabelled["view"] = view.get("classifier_image", view["image"])
-    grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,
-                                     config.kl_weight, entropy_weight(config, state.step),
-                                     config.consistency_weight, config.balance_weight,
-                                     config.vat_weight, config.vat_epsilon,
-                                     config.generative_weight, config.generative_view,
-                                     state.teacher_params)
+    def loss_and_grads(generative_weight: float):
+      return jax.value_and_grad(objective.loss, has_aux=True)(
+          state.params, labelled, unlabelled, key_z, alpha, config.kl_weight,
+          entropy_weight(config, state.step), config.consistency_weight,
+          config.balance_weight, config.vat_weight, config.vat_epsilon, generative_weight,
+          config.generative_view, state.teacher_params)
+
+    if config.generative_steps and unlabelled is not None:
+      def without_generative():
+        (loss, metrics), grads = loss_and_grads(0.0)
+        metrics["generative_consistency"] = jnp.zeros((), jnp.float32)
+        return (loss, metrics), grads
+
+      # A cond, not a weight of 0, so that after generative_steps the view is not drawn
+      # at all (under vmap_seeds it becomes a select that computes both).
+      (loss, metrics), grads = jax.lax.cond(
+          state.step < config.generative_steps,
+          lambda: loss_and_grads(config.generative_weight), without_generative)
+    else:
+      (loss, metrics), grads = loss_and_grads(config.generative_weight)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 

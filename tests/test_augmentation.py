@@ -134,6 +134,8 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"generative_view": "prior"}, "Unknown generative_view 'prior'; use one of reconstruction, transfer"),
     ({"generative_weight": 1.0, "model": tiny_model_config(kind="vae")},
      "has no classes. Use --model=ievae or --model=m2"),
+    ({"generative_steps": -1, "generative_weight": 1.0}, "--generative_steps must be an integer >= 0"),
+    ({"generative_steps": 100}, "set --generative_weight too"),
     ({"augment_shear": -0.1}, "--augment_shear must be in [0, 1]"),
     ({"augment_shear": 1.5}, "--augment_shear must be in [0, 1]"),
     ({"classifier_input": "colour"}, "Unknown classifier_input 'colour'; use one of binary, grey"),

@@ -108,8 +108,8 @@ def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_di
 
 def test_default_workdirs_of_earlier_runs_are_stable():
   """Settings added later (kl_weight, augment_shift, augment_shear, consistency_weight,
-  teacher_decay, balance_weight, vat_weight, vat_epsilon, generative_weight, generative_view, binarise,
-  classifier_input, entropy_weight, entropy_anneal_steps, classifier_arch, classifier_dropout,
+  teacher_decay, balance_weight, vat_weight, vat_epsilon, generative_weight, generative_view, generative_steps,
+  binarise, classifier_input, entropy_weight, entropy_anneal_steps, classifier_arch, classifier_dropout,
   matmul_dtype) leave the digest
   alone at their neutral values, so runs made before them keep their workdirs and sweeps find
   them.
@@ -131,6 +131,7 @@ def test_default_workdirs_of_earlier_runs_are_stable():
                   {"vat_weight": 1.0}, {"vat_weight": 1.0, "vat_epsilon": 1.0},
                   {"generative_weight": 1.0},
                   {"generative_weight": 1.0, "generative_view": "reconstruction"},
+                  {"generative_weight": 1.0, "generative_steps": 100},
                   {"model": conv_classifier},
                   {"model": dataclasses.replace(config.model, classifier_dropout=0.5)},
                   {"model": dataclasses.replace(config.model, matmul_dtype="bfloat16")}):
@@ -139,6 +140,9 @@ def test_default_workdirs_of_earlier_runs_are_stable():
   consistency = dataclasses.replace(config, augment_shift=2, consistency_weight=1.0)
   assert common.default_workdir("semisup", dataclasses.replace(consistency, teacher_decay=0.9)) \
       != common.default_workdir("semisup", consistency)
+  generative = dataclasses.replace(config, generative_weight=1.0)
+  assert common.default_workdir("semisup", dataclasses.replace(generative, generative_steps=100)) \
+      != common.default_workdir("semisup", generative)
 
 
 def test_seeds_share_a_program_unless_convolutions_run_on_a_cpu():

@@ -64,6 +64,37 @@ def test_teacher_is_the_moving_average_of_the_classifier(small_arrays):
                  state.params.nets["classifier"])))   # it lags the model
 
 
+def test_generative_term_applies_only_over_the_first_generative_steps(small_arrays):
+  """Three steps with generative_steps=2 are two steps with the term all run, then one
+  without it (both computed here by configs without a schedule): the same parameters."""
+  base = dict(augment_shift=2, generative_weight=4.0)
+  scheduled = tiny_train_config(generative_steps=2, **base)
+  always = tiny_train_config(**base)
+  never = tiny_train_config(augment_shift=2)
+  labelled, unlabelled = _batch(small_arrays)
+  copy = lambda s: jax.tree.map(jnp.copy, s)   # the steps donate their input state
+  first = train_lib.create_train_state(jax.random.key(0), scheduled)
+
+  state, logged = copy(first), []
+  step = train_lib.make_train_step(scheduled, alpha=1.0)
+  for _ in range(3):
+    state, metrics = step(state, labelled, unlabelled)
+    logged.append(float(metrics["generative_consistency"]))
+  step_always = train_lib.make_train_step(always, alpha=1.0)
+  expected, _ = step_always(copy(first), labelled, unlabelled)
+  expected, _ = step_always(expected, labelled, unlabelled)
+  kept_on = copy(expected)
+  expected, _ = train_lib.make_train_step(never, alpha=1.0)(expected, labelled, unlabelled)
+  kept_on, _ = step_always(kept_on, labelled, unlabelled)
+
+  assert logged[0] > 0 and logged[1] > 0 and logged[2] == 0
+  for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
+  # The third step differs from one with the term kept on, so the test can tell.
+  assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-6
+             for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(kept_on.params)))
+
+
 def test_vmapped_seeds_keep_a_teacher_each(small_arrays):
   """Under vmap_seeds every seed's teacher is the one its own step would give."""
   config = tiny_train_config(augment_shift=2, consistency_weight=5.0, teacher_decay=0.9)
