@@ -65,6 +65,14 @@ VARIANTS = {
     "shift2_shear025_consistency50_generative50": {"augment_shift": 2, "augment_shear": 0.25,
                                                    "consistency_weight": 50.0,
                                                    "generative_weight": 50.0},
+    # The same with the term scheduled (`--generative_steps`): timed while it is still
+    # on (a step far off), and once it is off (after step 1).
+    "shift2_shear025_consistency50_generative50_until1m": {
+        "augment_shift": 2, "augment_shear": 0.25, "consistency_weight": 50.0,
+        "generative_weight": 50.0, "generative_steps": 1_000_000},
+    "shift2_shear025_consistency50_generative50_until1": {
+        "augment_shift": 2, "augment_shear": 0.25, "consistency_weight": 50.0,
+        "generative_weight": 50.0, "generative_steps": 1},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},
