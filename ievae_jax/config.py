@@ -179,8 +179,8 @@ class TrainConfig:
     generative_steps: the generative term applies over the first generative_steps
       steps and is off after them (0, the default: the whole run). Runs with the term
       were ahead early and level or behind by the end (ACCURACY_LOG, thirty-third and
-      thirty-fourth passes); this keeps the early part only. Once off, the step does
-      not compute the view at all, and the logged generative_consistency reads 0.
+      thirty-fourth passes); this keeps the early part only. Once off, the weight is
+      0 but the view is still drawn and its KL logged (step.generative_weight says why).
     entropy_weight, entropy_anneal_steps: weight of H(q(y | x)) in U at step 0,
       decaying linearly to 1 (the paper's bound) over entropy_anneal_steps steps (0:
       held for the whole run). Above 1 it softens early self-labelling: q(y | x)'s

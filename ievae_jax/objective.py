@@ -240,8 +240,10 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
     generative_weight, generative_source: extension beyond the paper
       (generative_weight 0: off): adds generative_weight times the mean `consistency`
       of q(y | x) and q(y | x'), x' the `generative_view` of the unlabelled batch
-      ("reconstruction" or "transfer"; `TrainConfig.generative_weight`). Python
-      values, not traced.
+      ("reconstruction" or "transfer"; `TrainConfig.generative_weight`). The source
+      is a Python string; the weight a Python number (at 0 the view is never drawn)
+      or a traced scalar (a schedule, `step.generative_weight`: the term is computed
+      whatever its value).
     teacher_params: extension beyond the paper (None: off). Parameters holding at
       least the classifier (`model.classifier_only`), an average of past parameters:
       the consistency target becomes their q(y | image) instead of the model's own
@@ -286,7 +288,7 @@ def loss(params: Params, labelled: Dict[str, jnp.ndarray],
       divergence = jnp.mean(consistency(target_logits, view_logits))
       total = total + consistency_weight * divergence
       metrics["consistency"] = divergence
-    if generative_weight:
+    if isinstance(generative_weight, jax.Array) or generative_weight:
       classifier_x = unlabelled.get("classifier_image")
       view = generative_view(params, x_u, u_terms["class_logits"], jax.random.fold_in(key, 5),
                              generative_source, grey=classifier_x is not None)

@@ -66,7 +66,8 @@ def test_teacher_is_the_moving_average_of_the_classifier(small_arrays):
 
 def test_generative_term_applies_only_over_the_first_generative_steps(small_arrays):
   """Three steps with generative_steps=2 are two steps with the term all run, then one
-  without it (both computed here by configs without a schedule): the same parameters."""
+  without it (both computed here by configs without a schedule): the same parameters.
+  The term's KL is still logged once its weight is 0."""
   base = dict(augment_shift=2, generative_weight=4.0)
   scheduled = tiny_train_config(generative_steps=2, **base)
   always = tiny_train_config(**base)
@@ -87,7 +88,7 @@ def test_generative_term_applies_only_over_the_first_generative_steps(small_arra
   expected, _ = train_lib.make_train_step(never, alpha=1.0)(expected, labelled, unlabelled)
   kept_on, _ = step_always(kept_on, labelled, unlabelled)
 
-  assert logged[0] > 0 and logged[1] > 0 and logged[2] == 0
+  assert min(logged) > 0
   for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
   # The third step differs from one with the term kept on, so the test can tell.
