@@ -234,9 +234,9 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
                     "augment_shear": 0.0, "consistency_weight": 0.0, "teacher_decay": 0.0,
                     "balance_weight": 0.0, "vat_weight": 0.0, "vat_epsilon": 2.0,
-                    "generative_weight": 0.0, "generative_view": "transfer", "generative_steps": 0,
-                    "binarise": True,
-                    "classifier_input": "binary", "entropy_weight": 1.0, "entropy_anneal_steps": 0}
+                    "generative_weight": 0.0, "generative_view": "transfer",
+                    "generative_steps": 0, "binarise": True, "classifier_input": "binary",
+                    "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,
                           "matmul_dtype": "float32"}
 
