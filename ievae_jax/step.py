@@ -103,8 +103,8 @@ def generative_weight(config: TrainConfig, step: jnp.ndarray):
   A traced weight, not a lax.cond that skips the term after generative_steps: on the
   CPU the step under such a cond, with both branches holding the whole loss and its
   gradient, took about 6 times as long, 2.4-2.9 s against 0.35-0.70 s (ACCURACY_LOG,
-  thirty-fifth pass). So the
-  view is still drawn, and `generative_consistency` still logged, once the weight is 0.
+  thirty-fifth pass). So the view is still drawn, and `generative_consistency` still
+  logged, once the weight is 0.
   """
   if config.generative_steps == 0:
     return config.generative_weight
