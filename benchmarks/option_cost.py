@@ -30,6 +30,9 @@ flags.DEFINE_list("variants", ["grey", "shift2", "shear05", "shift2_shear05_cons
                   "Settings to time beside the defaults (names of VARIANTS).")
 flags.DEFINE_string("cost_output", None, "JSON path (optional).")
 
+# The extensions at their reported setting (README): shifts 2, slant 0.25, consistency 50.
+EXTENSIONS_50 = {"augment_shift": 2, "augment_shear": 0.25, "consistency_weight": 50.0}
+
 # name -> TrainConfig or ModelConfig fields that differ from the launcher's defaults.
 VARIANTS = {
     "defaults": {},
@@ -56,23 +59,15 @@ VARIANTS = {
                                               "consistency_weight": 550.0, "vat_weight": 550.0},
     # The extensions as reported (consistency weight 50), with a mean teacher reading
     # the consistency target (`--teacher_decay`), and with the generative consistency
-    # (`--generative_weight`, transfer view) on top.
-    "shift2_shear025_consistency50": {"augment_shift": 2, "augment_shear": 0.25,
-                                      "consistency_weight": 50.0},
-    "shift2_shear025_consistency50_teacher0999": {"augment_shift": 2, "augment_shear": 0.25,
-                                                  "consistency_weight": 50.0,
-                                                  "teacher_decay": 0.999},
-    "shift2_shear025_consistency50_generative50": {"augment_shift": 2, "augment_shear": 0.25,
-                                                   "consistency_weight": 50.0,
-                                                   "generative_weight": 50.0},
-    # The same with the term scheduled (`--generative_steps`): timed while it is still
-    # on (a step far off), and once it is off (after step 1).
+    # (`--generative_weight`, transfer view) on top: all run, and scheduled
+    # (`--generative_steps`), timed while still on (a step far off) and once off.
+    "shift2_shear025_consistency50": EXTENSIONS_50,
+    "shift2_shear025_consistency50_teacher0999": {**EXTENSIONS_50, "teacher_decay": 0.999},
+    "shift2_shear025_consistency50_generative50": {**EXTENSIONS_50, "generative_weight": 50.0},
     "shift2_shear025_consistency50_generative50_until1m": {
-        "augment_shift": 2, "augment_shear": 0.25, "consistency_weight": 50.0,
-        "generative_weight": 50.0, "generative_steps": 1_000_000},
+        **EXTENSIONS_50, "generative_weight": 50.0, "generative_steps": 1_000_000},
     "shift2_shear025_consistency50_generative50_until1": {
-        "augment_shift": 2, "augment_shear": 0.25, "consistency_weight": 50.0,
-        "generative_weight": 50.0, "generative_steps": 1},
+        **EXTENSIONS_50, "generative_weight": 50.0, "generative_steps": 1},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},
