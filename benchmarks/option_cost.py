@@ -60,7 +60,8 @@ VARIANTS = {
     # The extensions as reported (consistency weight 50), with a mean teacher reading
     # the consistency target (`--teacher_decay`), and with the generative consistency
     # (`--generative_weight`, transfer view) on top: all run, and scheduled
-    # (`--generative_steps`), timed while still on (a step far off) and once off.
+    # (`--generative_steps`), timed while still on (a step far off) and once off;
+    # and with elastic distortion (`--augment_elastic`, Simard et al.'s alpha = 34).
     "shift2_shear025_consistency50": EXTENSIONS_50,
     "shift2_shear025_consistency50_teacher0999": {**EXTENSIONS_50, "teacher_decay": 0.999},
     "shift2_shear025_consistency50_generative50": {**EXTENSIONS_50, "generative_weight": 50.0},
@@ -68,6 +69,7 @@ VARIANTS = {
         **EXTENSIONS_50, "generative_weight": 50.0, "generative_steps": 1_000_000},
     "shift2_shear025_consistency50_generative50_until1": {
         **EXTENSIONS_50, "generative_weight": 50.0, "generative_steps": 1},
+    "shift2_shear025_consistency50_elastic34": {**EXTENSIONS_50, "augment_elastic": 34.0},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},

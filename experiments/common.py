@@ -77,10 +77,14 @@ def define_flags(defaults: dict) -> None:
   flags.DEFINE_float("augment_shear", base["augment_shear"], "Extension beyond the paper: "
                      "random horizontal shear (slant) of every training image by up to this "
                      "much (row offset per row from the middle); 0 (default) turns it off.")
+  flags.DEFINE_float("augment_elastic", base["augment_elastic"], "Extension beyond the "
+                     "paper: random elastic distortion of every training image (Simard et "
+                     "al. 2003) with this scale alpha, smoothing width 4 pixels; 34 is their "
+                     "MNIST setting, 0 (default) turns it off.")
   flags.DEFINE_float("consistency_weight", base["consistency_weight"], "Extension beyond the "
-                     "paper (needs --augment_shift or --augment_shear): weight of "
-                     "KL(q(y|x) || q(y|x')) between two random views of each unlabelled "
-                     "image (0: off).")
+                     "paper (needs --augment_shift, --augment_shear or --augment_elastic): "
+                     "weight of KL(q(y|x) || q(y|x')) between two random views of each "
+                     "unlabelled image (0: off).")
   flags.DEFINE_float("teacher_decay", base["teacher_decay"], "Extension beyond the paper: "
                      "--consistency_weight's target read by a mean teacher, an average of past "
                      "parameters with this decay per step (e.g. 0.999; 0: the model itself).")
@@ -216,7 +220,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
       alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
-      augment_shear=FLAGS.augment_shear, consistency_weight=FLAGS.consistency_weight,
+      augment_shear=FLAGS.augment_shear, augment_elastic=FLAGS.augment_elastic,
+      consistency_weight=FLAGS.consistency_weight,
       teacher_decay=FLAGS.teacher_decay,
       balance_weight=FLAGS.balance_weight, vat_weight=FLAGS.vat_weight,
       vat_epsilon=FLAGS.vat_epsilon, generative_weight=FLAGS.generative_weight,
@@ -232,9 +237,9 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # Settings added after runs were made: left out of the workdir's digest at these
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
-                    "augment_shear": 0.0, "consistency_weight": 0.0, "teacher_decay": 0.0,
-                    "balance_weight": 0.0, "vat_weight": 0.0, "vat_epsilon": 2.0,
-                    "generative_weight": 0.0, "generative_view": "transfer",
+                    "augment_shear": 0.0, "augment_elastic": 0.0, "consistency_weight": 0.0,
+                    "teacher_decay": 0.0, "balance_weight": 0.0, "vat_weight": 0.0,
+                    "vat_epsilon": 2.0, "generative_weight": 0.0, "generative_view": "transfer",
                     "generative_steps": 0, "binarise": True, "classifier_input": "binary",
                     "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,

@@ -146,10 +146,16 @@ class TrainConfig:
       training image is sheared horizontally (slanted) by an amount drawn uniformly
       from [-augment_shear, augment_shear] each step, before binarisation (row i
       moves by amount * (middle row - i) pixels; augmentation.shear).
+    augment_elastic: extension beyond the paper, 0 (default) to turn off: every
+      training image gets a random elastic distortion of this scale alpha each step
+      (Simard et al. 2003: a uniform(-1, 1) displacement per pixel and axis, smoothed
+      by a Gaussian of width augmentation.ELASTIC_SIGMA = 4 pixels, times alpha;
+      their MNIST setting is alpha = 34, about 1.4 pixels of displacement), after the
+      shear and before binarisation (augmentation.random_elastic).
     consistency_weight: extension beyond the paper, 0 (default) to turn off; needs
-      augment_shift > 0 or augment_shear > 0. Adds consistency_weight * mean
+      augment_shift, augment_shear or augment_elastic > 0. Adds consistency_weight * mean
       KL(q(y | x) || q(y | x')) over the unlabelled batch, x' a second random view
-      of the same image (its own shift, shear and binarisation) and q(y | x) held
+      of the same image (its own shift, shear, distortion and binarisation) and q(y | x) held
       fixed as the target (objective.loss).
     teacher_decay: extension beyond the paper, 0 (default) to turn off; needs
       consistency_weight > 0. The consistency target q(y | x) is read by a mean
@@ -215,6 +221,7 @@ class TrainConfig:
   kl_weight: float = 1.0
   augment_shift: int = 0
   augment_shear: float = 0.0
+  augment_elastic: float = 0.0
   consistency_weight: float = 0.0
   teacher_decay: float = 0.0
   balance_weight: float = 0.0
@@ -274,9 +281,14 @@ class TrainConfig:
     if not 0 <= self.augment_shear <= 1:
       raise ConfigError(f"--augment_shear must be in [0, 1], got {self.augment_shear!r}; 0.5 "
                         "covers most MNIST slants, 0 turns it off.")
-    if self.consistency_weight > 0 and self.augment_shift == 0 and self.augment_shear == 0:
-      raise ConfigError("--consistency_weight compares q(y|x) across random views of x; "
-                        "set --augment_shift or --augment_shear too (e.g. --augment_shift=2).")
+    if not 0 <= self.augment_elastic <= 100:
+      raise ConfigError(f"--augment_elastic must be in [0, 100], got {self.augment_elastic!r}; "
+                        "34 is Simard et al.'s MNIST setting, 0 turns it off.")
+    if self.consistency_weight > 0 and not (self.augment_shift or self.augment_shear
+                                            or self.augment_elastic):
+      raise ConfigError("--consistency_weight compares q(y|x) across random views of x; set "
+                        "--augment_shift, --augment_shear or --augment_elastic too "
+                        "(e.g. --augment_shift=2).")
     if not 0 <= self.teacher_decay < 1:
       raise ConfigError(f"--teacher_decay must be in [0, 1), got {self.teacher_decay!r}; "
                         "0.999 averages over about the last 1,000 steps, 0 turns it off.")

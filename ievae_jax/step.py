@@ -125,11 +125,16 @@ def training_view(config: TrainConfig, images: jnp.ndarray, key: jax.Array,
   """One random view of uint8 images (B, H, W, C), as a step trains on it.
 
   Returns {"image": x}, the likelihood's target, float32 (B, H, W, C): the grey
-  levels, sheared (augment_shear), binarised (unless binarise is False), shifted
-  (augment_shift); and, when classifier_input is "grey", "classifier_image": the
-  grey levels x was drawn from, under the same shear and shift.
+  levels, sheared (augment_shear), elastically distorted (augment_elastic),
+  binarised (unless binarise is False), shifted (augment_shift); and, when
+  classifier_input is "grey", "classifier_image": the grey levels x was drawn from,
+  under the same shear, distortion and shift.
   """
   grey = _sheared_grey(images, shear_key, config.augment_shear)
+  if config.augment_elastic:
+    # A stream folded from shear_key's, so that runs without it draw what they always drew.
+    grey = augmentation.random_elastic(jax.random.fold_in(shear_key, 1), grey,
+                                       config.augment_elastic)
   x = _draw_pixels(key, grey, config.binarise)
   view = {"image": augmentation.random_shift(shift_key, x, config.augment_shift)}
   if config.classifier_input == "grey":

@@ -1,4 +1,7 @@
-"""Random translation and shear (augmentation.py) and their use in the training step."""
+"""Random translation, shear and elastic distortion (augmentation.py) and their use in
+the training step."""
+
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +84,73 @@ def test_random_shear_slants_digits_by_amounts_within_the_limit(small_mnist_dir)
   np.testing.assert_array_equal(augmentation.random_shear(jax.random.key(0), images, 0.0), images)
 
 
+def test_field_smoothing_matches_scipy_gaussian_filter():
+  from scipy import ndimage
+  noise = np.random.default_rng(2).uniform(-1, 1, size=(3, 28, 20, 2)).astype(np.float32)
+  smoothed = np.asarray(augmentation.smooth_field(jnp.asarray(noise), 4.0))
+  for b in range(3):
+    for c in range(2):
+      reference = ndimage.gaussian_filter(noise[b, :, :, c].astype(np.float64), 4.0,
+                                          mode="constant", truncate=4.0)
+      np.testing.assert_allclose(smoothed[b, :, :, c], reference, atol=1e-6)
+
+
+def _elastic_reference(image, field):
+  """Per-pixel loop: out[i, j] interpolates `image` bilinearly at (i + dy, j + dx),
+  each of the four neighbours outside the image read as 0."""
+  height, width = image.shape
+  pixel = lambda r, c: image[r, c] if 0 <= r < height and 0 <= c < width else 0.0
+  out = np.zeros_like(image)
+  for i in range(height):
+    for j in range(width):
+      row, col = i + field[i, j, 0], j + field[i, j, 1]
+      top, left = int(np.floor(row)), int(np.floor(col))
+      fr, fc = row - top, col - left
+      out[i, j] = ((1 - fr) * (1 - fc) * pixel(top, left) + (1 - fr) * fc * pixel(top, left + 1)
+                   + fr * (1 - fc) * pixel(top + 1, left) + fr * fc * pixel(top + 1, left + 1))
+  return out
+
+
+def test_elastic_matches_a_per_pixel_loop():
+  rng = np.random.default_rng(3)
+  images = rng.uniform(size=(3, 9, 7, 2)).astype(np.float32)
+  fields = rng.uniform(-3, 3, size=(3, 9, 7, 2)).astype(np.float32)
+  fields[2] = 0.0
+  fields[2, ..., 1] = 1.0                                  # every pixel reads its right neighbour
+  moved = np.asarray(augmentation.elastic(jnp.asarray(images), jnp.asarray(fields)))
+  for b in range(3):
+    for c in range(2):
+      np.testing.assert_allclose(moved[b, :, :, c], _elastic_reference(images[b, :, :, c],
+                                                                       fields[b]), atol=1e-5)
+  np.testing.assert_allclose(moved[2, :, :-1], images[2, :, 1:], atol=1e-6)   # a shift left
+  np.testing.assert_array_equal(moved[2, :, -1], 0.0)
+
+
+def test_random_elastic_distorts_each_digit_by_about_simards_amount(small_mnist_dir):
+  """alpha = 34, sigma = 4 (Simard et al.'s MNIST setting): displacements of about 1.4
+  pixels, each image its own; the digit keeps its ink and stays near its place."""
+  from ievae_jax import data
+  images = data.load("mnist", small_mnist_dir)["train_images"][:32].astype(np.float32) / 255
+  key = jax.random.key(7)
+  noise = jax.random.uniform(key, (32, 28, 28, 2), jnp.float32, -1.0, 1.0)
+  field = 34.0 * np.asarray(augmentation.smooth_field(noise, augmentation.ELASTIC_SIGMA))
+  assert 1.0 < field.std() < 1.8
+  distorted = np.asarray(augmentation.random_elastic(key, jnp.asarray(images), 34.0))
+  np.testing.assert_allclose(distorted, np.asarray(augmentation.elastic(jnp.asarray(images),
+                                                                        jnp.asarray(field))),
+                             atol=1e-5)
+  change = np.abs(distorted - images).mean((1, 2, 3))
+  assert change.min() > 0.01 and len(np.unique(np.round(change, 5))) == 32
+  # Ink is kept on average (locally the field compresses or stretches strokes).
+  ink = distorted.sum((1, 2, 3)) / images.sum((1, 2, 3))
+  assert abs(np.median(ink) - 1) < 0.1 and ink.min() > 0.4
+  rows = np.arange(28.0)[None, :, None, None]
+  centre = lambda x: (x * rows).sum((1, 2, 3)) / x.sum((1, 2, 3))
+  moved = np.abs(centre(distorted) - centre(images))          # field: sd 1.4, max about 4
+  assert np.median(moved) < 1.5 and moved.max() < 4
+  np.testing.assert_array_equal(augmentation.random_elastic(key, images, 0.0), images)
+
+
 def test_training_step_with_and_without_augmentation(small_mnist_dir):
   from ievae_jax import data
   arrays = data.load("mnist", small_mnist_dir)
@@ -107,9 +177,11 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     assert float(metrics[term]) > 0
     np.testing.assert_allclose(float(metrics["loss"]) - weight * float(metrics[term]),
                                losses[2], rtol=1e-5)
-  # Shear alone, with and without consistency: other images, hence another loss.
-  for extra in ({}, {"consistency_weight": 5.0}):
-    config = tiny_train_config(augment_shear=0.5, **extra)
+  # Shear alone, elastic distortion alone, each with and without consistency: other
+  # images, hence another loss.
+  for augment, extra in itertools.product(({"augment_shear": 0.5}, {"augment_elastic": 34.0}),
+                                          ({}, {"consistency_weight": 5.0})):
+    config = tiny_train_config(**augment, **extra)
     state = train_lib.create_train_state(jax.random.key(0), config)
     _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
     assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) != losses[0]
@@ -122,7 +194,9 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"entropy_weight": 0.0}, "--entropy_weight must be positive"),
     ({"entropy_anneal_steps": -1}, "--entropy_anneal_steps must be an integer >= 0"),
     ({"consistency_weight": -1.0}, "--consistency_weight must be >= 0"),
-    ({"consistency_weight": 1.0}, "set --augment_shift or --augment_shear too"),
+    ({"consistency_weight": 1.0}, "set --augment_shift, --augment_shear or --augment_elastic too"),
+    ({"augment_elastic": -1.0}, "--augment_elastic must be in [0, 100]"),
+    ({"augment_elastic": 340.0}, "--augment_elastic must be in [0, 100]"),
     ({"teacher_decay": 1.0, "augment_shift": 2, "consistency_weight": 1.0},
      "--teacher_decay must be in [0, 1)"),
     ({"teacher_decay": -0.5}, "--teacher_decay must be in [0, 1)"),

@@ -107,7 +107,8 @@ def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_di
 
 
 def test_default_workdirs_of_earlier_runs_are_stable():
-  """Settings added later (kl_weight, augment_shift, augment_shear, consistency_weight,
+  """Settings added later (kl_weight, augment_shift, augment_shear, augment_elastic,
+  consistency_weight,
   teacher_decay, balance_weight, vat_weight, vat_epsilon, generative_weight,
   generative_view, generative_steps, binarise, classifier_input, entropy_weight,
   entropy_anneal_steps, classifier_arch, classifier_dropout, matmul_dtype) leave the
@@ -123,6 +124,7 @@ def test_default_workdirs_of_earlier_runs_are_stable():
       os.path.join("runs", "semisup-mnist-labels100-seed0-c972f65a")
   conv_classifier = dataclasses.replace(config.model, classifier_arch="conv")
   for changed in ({"kl_weight": 2.0}, {"augment_shift": 2}, {"augment_shear": 0.5},
+                  {"augment_elastic": 34.0}, {"augment_elastic": 34.0, "consistency_weight": 1.0},
                   {"alpha": 550.0},
                   {"binarise": False}, {"classifier_input": "grey"}, {"entropy_weight": 2.0}, {"entropy_anneal_steps": 10},
                   {"augment_shift": 2, "consistency_weight": 1.0},
