@@ -181,7 +181,7 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
   # images, hence another loss.
   for augment, extra in itertools.product(({"augment_shear": 0.5}, {"augment_elastic": 34.0}),
                                           ({}, {"consistency_weight": 5.0})):
-    config = tiny_train_config(**augment, **extra)
+    config = tiny_train_config(**augment, **extra).validate()  # each alone serves consistency
     state = train_lib.create_train_state(jax.random.key(0), config)
     _, metrics = train_lib.make_train_step(config, alpha=1.0)(state, labelled, unlabelled)
     assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) != losses[0]
