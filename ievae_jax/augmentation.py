@@ -41,6 +41,12 @@ def shear(images: jnp.ndarray, amounts: jnp.ndarray) -> jnp.ndarray:
   the top lean right (the sign of `evaluation.ink_slant`). Linear interpolation
   along each row; pixels from outside the image are zero.
 
+  A shear is the `elastic` displacement (0, -amount * (c - i)), and agrees with it to
+  1e-6 (tests/test_augmentation.py); it keeps its own one-axis interpolation because
+  that reads two neighbours, not four (2 to 10 times faster than `elastic` on a batch
+  of 300 here), and because it is the arithmetic that every committed run with
+  --augment_shear used, bit for bit.
+
   images: float (B, H, W, C); amounts: (B,). Returns (B, H, W, C).
   """
   _, height, width, _ = images.shape

@@ -126,6 +126,18 @@ def test_elastic_matches_a_per_pixel_loop():
   np.testing.assert_array_equal(moved[2, :, -1], 0.0)
 
 
+def test_shear_is_the_elastic_displacement_along_rows():
+  """shear and elastic carry their own interpolation; they must agree where they overlap."""
+  rng = np.random.default_rng(4)
+  images = rng.uniform(size=(5, 9, 7, 2)).astype(np.float32)
+  amounts = rng.uniform(-1.5, 1.5, size=5).astype(np.float32)
+  column_moves = -amounts[:, None, None] * ((9 - 1) / 2 - np.arange(9)[None, :, None])
+  field = np.stack(np.broadcast_arrays(np.zeros((5, 9, 7)), column_moves), -1).astype(np.float32)
+  np.testing.assert_allclose(augmentation.shear(jnp.asarray(images), jnp.asarray(amounts)),
+                             augmentation.elastic(jnp.asarray(images), jnp.asarray(field)),
+                             atol=1e-6)
+
+
 def test_random_elastic_distorts_each_digit_by_about_simards_amount(small_mnist_dir):
   """alpha = 34, sigma = 4 (Simard et al.'s MNIST setting): displacements of about 1.4
   pixels, each image its own; the digit keeps its ink and stays near its place."""
