@@ -15,7 +15,6 @@ own products. Timed in alternating windows in one run, beside the full steps of
 """
 
 import importlib.util
-import os
 import statistics
 import time
 
@@ -23,6 +22,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
+from benchmarks import machine
 from benchmarks import throughput
 
 FLAGS = flags.FLAGS
@@ -107,7 +107,7 @@ def main(argv):
   del argv
   platform = jax.devices()[0].platform
   have_torch = importlib.util.find_spec("torch") is not None
-  results = {"platform": platform, "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
+  results = {"platform": platform, **machine.describe(), "jax_version": jax.__version__,
              "steps_per_window": FLAGS.steps_per_window, "windows": FLAGS.windows}
   for kind in FLAGS.models:
     gemms = step_gemms(batch=throughput.BATCH, z_dim=50 if kind == "m2" else 8)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks import machine
 from benchmarks import throughput
 from ievae_jax import checkpointing, train_lib
 
@@ -136,7 +137,7 @@ def main(argv):
       "xla_flops_per_step": {"ours": throughput.compiled_flops(ours),
                              "minimal": throughput.compiled_flops(minimal)},
       "parameters": {"ours": count(ours_state.params), "minimal": count(weights)},
-      "cores_busy": cores_busy, "cpu_count": os.cpu_count(),
+      "cores_busy": cores_busy, **machine.describe(),
       "windows": FLAGS.windows, "steps_per_window": FLAGS.steps_per_window,
   }
   print(f"ours {result['ms_per_step']['ours']:.1f} ms, minimal "

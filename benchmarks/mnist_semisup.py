@@ -25,6 +25,7 @@ from concurrent import futures
 
 from absl import app, flags
 
+from benchmarks import machine
 from experiments import common
 from ievae_jax import checkpointing
 from ievae_jax import config as config_lib
@@ -189,6 +190,7 @@ def _main(argv):
       "wall_seconds_per_seed": [r["wall_seconds"] for r in seeds],
       "flags": seeds[0]["flags"],
       "command": "python -m benchmarks.mnist_semisup " + " ".join(sys.argv[1:]),
+      "machine": machine.describe(),
       "note": (f"Wall seconds of each run as trained. This benchmark ran {FLAGS.parallel} "
                "run(s) at a time; jobs started outside it on the same CPU are not "
                "counted here (the README says what shared the machine)."

@@ -13,13 +13,13 @@ alike. Printed and written: the median ms per step, examples/s and `relative_cos
 
 import dataclasses
 import json
-import os
 import statistics
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
 
+from benchmarks import machine
 from benchmarks import throughput
 from experiments import common
 from ievae_jax import config as config_lib, train_lib
@@ -119,7 +119,7 @@ def main(argv):
                  "relative_cost": medians[name] / medians["defaults"],
                  "compile_s": compile_s[name], "window_ms": [1e3 * t for t in times[name]]}
           for name in names}
-  result = {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
+  result = {"platform": jax.devices()[0].platform, **machine.describe(),
             "batch": f"{throughput.BATCH} labelled + {throughput.BATCH} unlabelled",
             "windows": FLAGS.windows, "steps_per_window": FLAGS.steps_per_window,
             "variants": rows}

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import machine
 from ievae_jax import config as config_lib, train_lib
 
 FLAGS = flags.FLAGS
@@ -94,7 +95,7 @@ def main(argv):
       "vmapped_compile_s": vmapped_compile_s,
       "sequential_compile_s": sequential_compile_s,
       "platform": jax.devices()[0].platform, "num_devices": jax.device_count(),
-      "cpu_count": os.cpu_count(),
+      **machine.describe(),
       "command": "python -m benchmarks.sweep_throughput --seeds=%d" % s,
   }
   result["vmap_speedup"] = result["vmapped_examples_per_s"] / result["sequential_examples_per_s"]

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import machine
 from benchmarks.finished_runs import name_and_workdir
 from ievae_jax import checkpointing, config as config_lib, train_lib
 
@@ -300,7 +301,7 @@ def main(argv):
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_float32_matmul_precision("high")   # TF32, as XLA's float32 products on a GPU
   results = {"platform": platform, "device": str(jax.devices()[0].device_kind),
-             "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
+             "num_devices": jax.device_count(), **machine.describe(),
              "jax_version": jax.__version__,
              "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
              "batch": f"{BATCH} labelled + {BATCH} unlabelled",

@@ -275,3 +275,19 @@ def test_generative_view_statistics_match_the_public_api():
   drawn = evaluation.generative_view_statistics(params, images, labels, jax.random.key(1),
                                                 "reconstruction", batch_size=5)
   assert 0 <= drawn["view_reads_as_y_hat"] <= 1 and drawn["y_hat_error"] == got["y_hat_error"]
+
+
+def test_machine_description_reads_the_first_processors_model_and_extensions(tmp_path):
+  from benchmarks import machine
+  cpuinfo = ("processor\t: 0\nmodel name\t: AMD EPYC 9B14\n"
+             "flags\t\t: fpu sse2 avx fma avx2 avx512f avx512_bf16 avx512vl\n\n"
+             "processor\t: 1\nmodel name\t: Something Else\nflags\t\t: fpu sse2\n")
+  path = tmp_path / "cpuinfo"
+  path.write_text(cpuinfo)
+  described = machine.describe(str(path))
+  assert described["cpu_model"] == "AMD EPYC 9B14"
+  assert described["cpu_vector_extensions"] == ["avx", "avx2", "fma", "avx512f", "avx512_bf16"]
+  assert described["cpu_count"] == os.cpu_count()
+  assert machine.parse_cpuinfo("flags\t: sse2 avx\n")["cpu_vector_extensions"] == ["avx"]
+  missing = machine.describe(str(tmp_path / "absent"))
+  assert missing["cpu_model"] is None and missing["cpu_vector_extensions"] is None
