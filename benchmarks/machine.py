@@ -9,7 +9,7 @@ carries the CPU's model and vector extensions.
 
 import os
 
-# The extensions that change what XLA's CPU kernels can use, widest last.
+# The extensions that change what XLA's CPU kernels can use (AVX512 and AMX last).
 VECTOR_EXTENSIONS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 
 

@@ -129,10 +129,13 @@ def test_elastic_matches_a_per_pixel_loop():
 def test_shear_is_the_elastic_displacement_along_rows():
   """shear and elastic carry their own interpolation; they must agree where they overlap."""
   rng = np.random.default_rng(4)
-  images = rng.uniform(size=(5, 9, 7, 2)).astype(np.float32)
-  amounts = rng.uniform(-1.5, 1.5, size=5).astype(np.float32)
-  column_moves = -amounts[:, None, None] * ((9 - 1) / 2 - np.arange(9)[None, :, None])
-  field = np.stack(np.broadcast_arrays(np.zeros((5, 9, 7)), column_moves), -1).astype(np.float32)
+  batch, height, width = 5, 9, 7
+  images = rng.uniform(size=(batch, height, width, 2)).astype(np.float32)
+  amounts = rng.uniform(-1.5, 1.5, size=batch).astype(np.float32)
+  rows = np.arange(height)[None, :, None]
+  column_moves = -amounts[:, None, None] * ((height - 1) / 2 - rows)
+  field = np.stack(np.broadcast_arrays(np.zeros((batch, height, width)), column_moves),
+                   -1).astype(np.float32)
   np.testing.assert_allclose(augmentation.shear(jnp.asarray(images), jnp.asarray(amounts)),
                              augmentation.elastic(jnp.asarray(images), jnp.asarray(field)),
                              atol=1e-6)
