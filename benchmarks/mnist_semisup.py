@@ -190,7 +190,7 @@ def _main(argv):
       "wall_seconds_per_seed": [r["wall_seconds"] for r in seeds],
       "flags": seeds[0]["flags"],
       "command": "python -m benchmarks.mnist_semisup " + " ".join(sys.argv[1:]),
-      "machine": machine.describe(),
+      **machine.describe(),
       "note": (f"Wall seconds of each run as trained. This benchmark ran {FLAGS.parallel} "
                "run(s) at a time; jobs started outside it on the same CPU are not "
                "counted here (the README says what shared the machine)."

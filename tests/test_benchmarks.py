@@ -194,6 +194,8 @@ def test_semisup_benchmark_reuses_reported_seeds_of_the_same_setting_only(tmp_pa
   trained = wrapper("0", tmp_path / "seed0.json")
   assert trained.returncode == 0, trained.stderr[-3000:]
   seed0 = json.loads((tmp_path / "seed0.json").read_text())
+  # The machine sits at the top level, as in the other timing JSONs.
+  assert seed0["cpu_count"] == os.cpu_count() and "cpu_model" in seed0
   earlier = dict(seed0, per_seed=[dict(seed0["per_seed"][0], seed=1, test_error=0.5)])
   (tmp_path / "earlier.json").write_text(json.dumps(earlier))
 
