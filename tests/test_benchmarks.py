@@ -41,6 +41,17 @@ def test_time_to_error_is_the_first_validation_check_at_or_below_each_target(tmp
   assert row["final_test_error"] == 0.045
 
 
+def test_throughput_drops_bfloat16_on_a_cpu_without_avx512_bf16_unless_asked_by_name():
+  both = ["float32", "bfloat16"]
+  avx2, bf16 = ["avx", "avx2", "fma"], ["avx", "avx2", "fma", "avx512f", "avx512_bf16"]
+  dtypes, why = throughput.dtypes_for_this_machine(both, False, "cpu", avx2)
+  assert dtypes == ["float32"] and "AVX512-BF16" in why and "--matmul_dtypes" in why
+  assert throughput.dtypes_for_this_machine(both, True, "cpu", avx2) == (both, None)
+  assert throughput.dtypes_for_this_machine(both, False, "cpu", bf16) == (both, None)
+  assert throughput.dtypes_for_this_machine(both, False, "gpu", avx2) == (both, None)
+  assert throughput.dtypes_for_this_machine(both, False, "cpu", None) == (both, None)
+
+
 def test_step_ab_exports_the_baseline_as_a_separate_package(tmp_path, monkeypatch):
   """The baseline commit's package imports under its own name, with no import left that
   reaches back into the working tree's ievae_jax."""
