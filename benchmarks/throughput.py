@@ -248,8 +248,8 @@ def dtypes_for_this_machine(requested, explicit: bool, platform: str, extensions
   """(matmul dtypes to time, why bfloat16 was dropped or None).
 
   On a CPU without AVX512-BF16, PyTorch's bfloat16 products fall back to a slow kernel:
-  on 2026-12-06's AVX2-only EPYC, 1.6-2.0 GFLOP/s at 256 and 512 against 60-68 in
-  float32, and a run was still in PyTorch's 2048 bfloat16 products after 18 minutes. So bfloat16 is timed there only when --matmul_dtypes asks for it by name.
+  on 2026-12-06's AVX2-only EPYC, 2.0 and 1.6 GFLOP/s at sizes 256 and 512 against 60
+  and 68 in float32, and a run was still in PyTorch's 2048 bfloat16 products after 18 minutes. So bfloat16 is timed there only when --matmul_dtypes asks for it by name.
   extensions: machine.describe()'s cpu_vector_extensions (None where unknown: kept).
   """
   requested = list(requested)
@@ -258,7 +258,7 @@ def dtypes_for_this_machine(requested, explicit: bool, platform: str, extensions
     return requested, None
   return ([d for d in requested if d != "bfloat16"],
           "not timed: this CPU has no AVX512-BF16, where PyTorch's bfloat16 products are "
-          "30 to 40 times slower than its float32 ones (pass --matmul_dtypes=float32,bfloat16 "
+          "30 to 43 times slower than its float32 ones (pass --matmul_dtypes=float32,bfloat16 "
           "to time them anyway)")
 
 
