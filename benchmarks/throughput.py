@@ -249,7 +249,8 @@ def dtypes_for_this_machine(requested, explicit: bool, platform: str, extensions
 
   On a CPU without AVX512-BF16, PyTorch's bfloat16 products fall back to a slow kernel:
   on 2026-12-06's AVX2-only EPYC, 2.0 and 1.6 GFLOP/s at sizes 256 and 512 against 60
-  and 68 in float32, and a run was still in PyTorch's 2048 bfloat16 products after 18 minutes. So bfloat16 is timed there only when --matmul_dtypes asks for it by name.
+  and 68 in float32, and a run was still in PyTorch's 2048 bfloat16 products after 18
+  minutes. So bfloat16 is timed there only when --matmul_dtypes asks for it by name.
   extensions: machine.describe()'s cpu_vector_extensions (None where unknown: kept).
   """
   requested = list(requested)
