@@ -20,6 +20,8 @@ against PyTorch eager in float32 and under `torch.autocast` with bfloat16, in
 alternating windows; its `torch_ratio` divides by the faster of the two, and its
 `peak_fraction` by a bfloat16 matrix product's rate (float32 accumulation) measured
 in the same run.
+On a CPU without AVX512-BF16 the bfloat16 rows are left out unless --matmul_dtypes
+is given (`dtypes_for_this_machine`).
 
 On a GPU (JAX's platform "gpu"), PyTorch runs on CUDA too and its float32 products
 use TensorFloat-32 (`torch.set_float32_matmul_precision("high")`), as XLA's do there
