@@ -21,7 +21,8 @@ alternating windows; its `torch_ratio` divides by the faster of the two, and its
 `peak_fraction` by a bfloat16 matrix product's rate (float32 accumulation) measured
 in the same run.
 On a CPU without AVX512-BF16 the bfloat16 rows are left out unless --matmul_dtypes
-is given (`dtypes_for_this_machine`).
+is given (`dtypes_for_this_machine`); the JSON then says why under
+`bfloat16_skipped_because`.
 
 On a GPU (JAX's platform "gpu"), PyTorch runs on CUDA too and its float32 products
 use TensorFloat-32 (`torch.set_float32_matmul_precision("high")`), as XLA's do there
@@ -333,7 +334,7 @@ def main(argv):
   dtypes, skipped = dtypes_for_this_machine(FLAGS.matmul_dtypes, FLAGS["matmul_dtypes"].present,
                                             platform, results["cpu_vector_extensions"])
   if skipped:
-    results["bfloat16"] = skipped
+    results["bfloat16_skipped_because"] = skipped
     print(f"bfloat16 {skipped}")
   rows = [(kind, dtype) for dtype in dtypes for kind in FLAGS.models]
   row_name = lambda kind, dtype: kind if dtype == "float32" else f"{kind}_{dtype}"
