@@ -36,19 +36,12 @@ SLANTS = (-0.15, 0.0, 0.15)
 SHIFTS = (-1, 0, 1)
 
 
-def translate(images: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
-  """Moves (B, H, W, C) images down by dy and right by dx pixels, zeros shifted in."""
-  _, height, width, _ = images.shape
-  pad = max(abs(dy), abs(dx))
-  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  return padded[:, pad - dy:pad - dy + height, pad - dx:pad - dx + width]
-
-
 def grid_views(grey: jnp.ndarray, shifts, slants):
   """Every (shift, shift, slant) view of grey images (B, H, W, C), one at a time."""
   for dy, dx, slant in itertools.product(shifts, shifts, slants):
     slanted = augmentation.shear(grey, jnp.full(grey.shape[:1], slant)) if slant else grey
-    yield translate(slanted, dy, dx)
+    offsets = jnp.tile(jnp.array([dy, dx]), (grey.shape[0], 1))
+    yield augmentation.translate(slanted, offsets, max(abs(dy), abs(dx)))
 
 
 def random_views(grey: jnp.ndarray, key: jax.Array, count: int, max_shift: int,

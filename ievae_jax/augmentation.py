@@ -17,22 +17,31 @@ import numpy as np
 ELASTIC_SIGMA = 4.0
 
 
-def random_shift(key: jax.Array, images: jnp.ndarray, max_shift: int) -> jnp.ndarray:
-  """Translates each image by its own integer offset in [-max_shift, max_shift]^2.
+def translate(images: jnp.ndarray, offsets: jnp.ndarray, max_shift: int) -> jnp.ndarray:
+  """Moves each image down by offsets[:, 0] and right by offsets[:, 1] pixels.
 
-  Pixels shifted in are zero (the MNIST background). images (B, H, W, C) -> same shape.
-  max_shift = 0 returns the images unchanged.
+  Pixels shifted in are zero (the MNIST background). images (B, H, W, C), offsets
+  (B, 2) int with every entry in [-max_shift, max_shift] -> (B, H, W, C).
+  """
+  _, height, width, channels = images.shape
+  padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+
+  def crop(image, start):
+    return jax.lax.dynamic_slice(image, (start[0], start[1], 0), (height, width, channels))
+
+  return jax.vmap(crop)(padded, max_shift - offsets)
+
+
+def random_shift(key: jax.Array, images: jnp.ndarray, max_shift: int) -> jnp.ndarray:
+  """`translate`s each image by its own integer offset in [-max_shift, max_shift]^2.
+
+  images (B, H, W, C) -> same shape. max_shift = 0 returns the images unchanged.
   """
   if max_shift == 0:
     return images
-  batch, height, width, channels = images.shape
-  padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
-  offsets = jax.random.randint(key, (batch, 2), 0, 2 * max_shift + 1)
-
-  def crop(image, offset):
-    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
-
-  return jax.vmap(crop)(padded, offsets)
+  # Drawn as crop starts in [0, 2 max_shift], as every committed run drew them.
+  starts = jax.random.randint(key, (images.shape[0], 2), 0, 2 * max_shift + 1)
+  return translate(images, max_shift - starts, max_shift)
 
 
 def shear(images: jnp.ndarray, amounts: jnp.ndarray) -> jnp.ndarray:

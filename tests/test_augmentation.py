@@ -41,6 +41,21 @@ def test_each_image_is_a_translate_of_its_source_within_the_limit():
   assert {o[0] for o in offsets} == set(range(-2, 3))
 
 
+def test_translate_moves_each_image_by_its_offset_with_zero_fill():
+  """`translate` against a loop over pixels, one offset per image."""
+  rng = np.random.default_rng(0)
+  images = rng.random((3, 5, 6, 1)).astype(np.float32)
+  offsets = np.array([(1, -1), (-2, 0), (0, 3)])
+  moved = np.asarray(augmentation.translate(jnp.asarray(images), jnp.asarray(offsets), 3))
+  for image, (dy, dx), out in zip(images, offsets, moved):
+    expected = np.zeros_like(image)
+    for i in range(5):
+      for j in range(6):
+        if 0 <= i - dy < 5 and 0 <= j - dx < 6:
+          expected[i, j] = image[i - dy, j - dx]
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_zero_shift_is_the_identity():
   images = jnp.arange(2 * 5 * 5, dtype=jnp.float32).reshape(2, 5, 5, 1)
   np.testing.assert_array_equal(augmentation.random_shift(jax.random.key(0), images, 0), images)

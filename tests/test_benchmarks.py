@@ -306,24 +306,15 @@ def test_machine_description_reads_the_first_processors_model_and_extensions(tmp
   assert missing["cpu_model"] is None and missing["cpu_vector_extensions"] is None
 
 
-def test_view_averaging_translates_with_zero_fill_and_averages_probabilities():
-  """`translate` against a loop over pixels; the averaged error sums probabilities (not
-  logits); with the image as its only view it is the error training reports."""
+def test_view_averaging_averages_probabilities():
+  """The averaged error sums probabilities (not logits); with the image as its only view
+  it is the error training reports. (Its translations: test_augmentation.py.)"""
   import jax
   import numpy as np
   from benchmarks import view_averaging
   from ievae_jax import evaluation, model
   from tests.conftest import tiny_model_config
   rng = np.random.default_rng(0)
-  images = rng.random((2, 5, 6, 1)).astype(np.float32)
-  for dy, dx in [(1, -1), (-2, 0), (0, 3)]:
-    moved = np.asarray(view_averaging.translate(images, dy, dx))
-    expected = np.zeros_like(images)
-    for i in range(5):
-      for j in range(6):
-        if 0 <= i - dy < 5 and 0 <= j - dx < 6:
-          expected[:, i, j] = images[:, i - dy, j - dx]
-    np.testing.assert_array_equal(moved, expected)
   # Two views of one image: the first sure of class 0, the second leaning to class 1.
   # Their probabilities sum to class 0 (1.0 + 0.4 against 0.0 + 0.6).
   views = {"a": np.array([[1.0, 0.0]]), "b": np.array([[0.4, 0.6]])}
