@@ -21,15 +21,18 @@ def translate(images: jnp.ndarray, offsets: jnp.ndarray, max_shift: int) -> jnp.
   """Moves each image down by offsets[:, 0] and right by offsets[:, 1] pixels.
 
   Pixels shifted in are zero (the MNIST background). images (B, H, W, C), offsets
-  (B, 2) int with every entry in [-max_shift, max_shift] -> (B, H, W, C).
+  (B, 2) int -> (B, H, W, C). An offset outside [-max_shift, max_shift] is clipped to
+  that range: the padding is only max_shift wide, and a traced offset cannot raise.
   """
   _, height, width, channels = images.shape
   padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+  # dynamic_slice would clamp an out-of-range start anyway; clipping here says so.
+  starts = max_shift - jnp.clip(offsets, -max_shift, max_shift)
 
   def crop(image, start):
     return jax.lax.dynamic_slice(image, (start[0], start[1], 0), (height, width, channels))
 
-  return jax.vmap(crop)(padded, max_shift - offsets)
+  return jax.vmap(crop)(padded, starts)
 
 
 def random_shift(key: jax.Array, images: jnp.ndarray, max_shift: int) -> jnp.ndarray:

@@ -56,6 +56,16 @@ def test_translate_moves_each_image_by_its_offset_with_zero_fill():
     np.testing.assert_array_equal(out, expected)
 
 
+def test_translate_clips_offsets_beyond_max_shift():
+  """An offset past max_shift moves the image by max_shift, never wraps or reads
+  outside the padding."""
+  rng = np.random.default_rng(1)
+  images = jnp.asarray(rng.random((2, 6, 6, 1)).astype(np.float32))
+  too_far = augmentation.translate(images, jnp.array([(5, -7), (-3, 9)]), 2)
+  at_limit = augmentation.translate(images, jnp.array([(2, -2), (-2, 2)]), 2)
+  np.testing.assert_array_equal(np.asarray(too_far), np.asarray(at_limit))
+
+
 def test_zero_shift_is_the_identity():
   images = jnp.arange(2 * 5 * 5, dtype=jnp.float32).reshape(2, 5, 5, 1)
   np.testing.assert_array_equal(augmentation.random_shift(jax.random.key(0), images, 0), images)
