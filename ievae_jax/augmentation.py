@@ -26,7 +26,8 @@ def translate(images: jnp.ndarray, offsets: jnp.ndarray, max_shift: int) -> jnp.
   """
   _, height, width, channels = images.shape
   padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
-  # dynamic_slice would clamp an out-of-range start anyway; clipping here says so.
+  # Not left to dynamic_slice: it reads a negative start from the far end (start + size)
+  # before clamping, which would shift the image the wrong way.
   starts = max_shift - jnp.clip(offsets, -max_shift, max_shift)
 
   def crop(image, start):
