@@ -231,11 +231,11 @@ def test_validation_curves_reads_each_runs_checks_and_names_a_missing_run(tmp_pa
   records = [{"step": 500, "loss": 1.0}, {"step": 1000, "validation_error": 0.25},
              {"step": 2000, "validation_error": 0.125}]
   (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-  def curves(*runs):
+  def curves(*runs, metrics=None):
     return subprocess.run(
         [sys.executable, "-m", "benchmarks.validation_curves", f"--runs={','.join(runs)}",
-         f"--output={tmp_path / 'out.json'}"], cwd=REPO, capture_output=True, text=True,
-        timeout=120)
+         f"--output={tmp_path / 'out.json'}"] + ([f"--metrics={metrics}"] if metrics else []),
+        cwd=REPO, capture_output=True, text=True, timeout=120)
   done = curves(f"a={run}")
   assert done.returncode == 0, done.stderr[-3000:]
   written = json.loads((tmp_path / "out.json").read_text())
@@ -251,6 +251,13 @@ def test_validation_curves_reads_each_runs_checks_and_names_a_missing_run(tmp_pa
   assert written["t"]["teacher_validation_error"] == {"1000": 0.5}
   assert "| step | a | t | t teacher |" in done.stdout
   assert "| 1000 | 0.2500 | 0.2500 | 0.5000 |" in done.stdout
+  done = curves(f"a={run}", metrics="loss")
+  assert done.returncode == 0, done.stderr[-3000:]
+  written = json.loads((tmp_path / "out.json").read_text())
+  assert written["a"]["loss"] == {"500": 1.0}
+  assert "| step | a |" in done.stdout and "| 500 |" not in done.stdout
+  unlogged = curves(f"a={run}", metrics="class_balance")
+  assert unlogged.returncode != 0 and "logged no 'class_balance'" in unlogged.stderr
 
   missing = curves(f"a={run}", f"b={tmp_path / 'gone'}")
   assert missing.returncode != 0 and "has no metrics.jsonl" in missing.stderr
