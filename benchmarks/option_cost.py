@@ -70,6 +70,9 @@ VARIANTS = {
     "shift2_shear025_consistency50_generative50_until1": {
         **EXTENSIONS_50, "generative_weight": 50.0, "generative_steps": 1},
     "shift2_shear025_consistency50_elastic34": {**EXTENSIONS_50, "augment_elastic": 34.0},
+    # The extensions with an MLP classifier instead of the conv one: what the conv
+    # classifier costs, to size a wider one (ACCURACY_LOG, "Not tried yet").
+    "shift2_shear025_consistency50_classifier_mlp": {**EXTENSIONS_50, "classifier_arch": "mlp"},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},
