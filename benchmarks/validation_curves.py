@@ -23,21 +23,21 @@ flags.DEFINE_list("metrics", [], "Logged training metrics to add to each run's J
 FLAGS = flags.FLAGS
 
 
-def metric_curve(workdir, key="validation_error"):
-  """{step: value} of one key of a run directory's metrics.jsonl: the model's validation
-  error, the mean teacher's with key="teacher_validation_error", or a logged training
-  metric ({} if the run has none)."""
+def read_metrics(workdir):
+  """The records of a run directory's metrics.jsonl, in order."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.isfile(path):
     raise app.UsageError(f"{workdir!r} has no metrics.jsonl: give the workdir of a run of "
                          "experiments.mnist_semisup (it writes metrics.jsonl as it trains).")
-  curve = {}
   with open(path) as f:
-    for line in f:
-      record = json.loads(line)
-      if key in record:
-        curve[record["step"]] = record[key]
-  return curve
+    return [json.loads(line) for line in f]
+
+
+def metric_curve(records, key="validation_error"):
+  """{step: value} of one key of a run's records: the model's validation error, the
+  mean teacher's with key="teacher_validation_error", or a logged training metric
+  ({} if the run has none)."""
+  return {record["step"]: record[key] for record in records if key in record}
 
 
 def main(argv):
@@ -45,12 +45,13 @@ def main(argv):
   curves = {}
   for pair in FLAGS.runs:
     name, workdir = name_and_workdir(pair)
-    curves[name] = {"workdir": workdir, "validation_error": metric_curve(workdir)}
-    teacher = metric_curve(workdir, "teacher_validation_error")
+    records = read_metrics(workdir)
+    curves[name] = {"workdir": workdir, "validation_error": metric_curve(records)}
+    teacher = metric_curve(records, "teacher_validation_error")
     if teacher:
       curves[name]["teacher_validation_error"] = teacher
     for key in FLAGS.metrics:
-      curves[name][key] = metric_curve(workdir, key)
+      curves[name][key] = metric_curve(records, key)
       if not curves[name][key]:
         raise app.UsageError(f"{workdir!r} logged no {key!r}; --metrics takes keys of its "
                              "metrics.jsonl (the options that add a term log it).")
