@@ -82,9 +82,12 @@ def define_flags(defaults: dict) -> None:
                      "al. 2003) with this scale alpha, smoothing width 4 pixels; 34 is their "
                      "MNIST setting, 0 (default) turns it off.")
   flags.DEFINE_float("consistency_weight", base["consistency_weight"], "Extension beyond the "
-                     "paper (needs --augment_shift, --augment_shear or --augment_elastic): "
-                     "weight of KL(q(y|x) || q(y|x')) between two random views of each "
+                     "paper (needs --augment_shift, --augment_shear, --augment_elastic or "
+                     "--view_elastic): weight of KL(q(y|x) || q(y|x')) between two random views of each "
                      "unlabelled image (0: off).")
+  flags.DEFINE_float("view_elastic", base["view_elastic"], "Extension beyond the paper "
+                     "(needs --consistency_weight): elastic distortion of scale alpha of the "
+                     "consistency view alone, in place of --augment_elastic (0: off).")
   flags.DEFINE_float("teacher_decay", base["teacher_decay"], "Extension beyond the paper: "
                      "--consistency_weight's target read by a mean teacher, an average of past "
                      "parameters with this decay per step (e.g. 0.999; 0: the model itself).")
@@ -221,7 +224,7 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
       alpha=_alpha_from_flag(FLAGS.alpha),
       kl_weight=FLAGS.kl_weight, augment_shift=FLAGS.augment_shift,
       augment_shear=FLAGS.augment_shear, augment_elastic=FLAGS.augment_elastic,
-      consistency_weight=FLAGS.consistency_weight,
+      consistency_weight=FLAGS.consistency_weight, view_elastic=FLAGS.view_elastic,
       teacher_decay=FLAGS.teacher_decay,
       balance_weight=FLAGS.balance_weight, vat_weight=FLAGS.vat_weight,
       vat_epsilon=FLAGS.vat_epsilon, generative_weight=FLAGS.generative_weight,
@@ -238,8 +241,8 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 # values, so that earlier runs keep their default workdirs (and sweeps find them).
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
                     "augment_shear": 0.0, "augment_elastic": 0.0, "consistency_weight": 0.0,
-                    "teacher_decay": 0.0, "balance_weight": 0.0, "vat_weight": 0.0,
-                    "vat_epsilon": 2.0, "generative_weight": 0.0, "generative_view": "transfer",
+                    "view_elastic": 0.0, "teacher_decay": 0.0, "balance_weight": 0.0,
+                    "vat_weight": 0.0, "vat_epsilon": 2.0, "generative_weight": 0.0, "generative_view": "transfer",
                     "generative_steps": 0, "binarise": True, "classifier_input": "binary",
                     "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,

@@ -153,10 +153,16 @@ class TrainConfig:
       their MNIST setting is alpha = 34, about 1.4 pixels of displacement), after the
       shear and before binarisation (augmentation.random_elastic).
     consistency_weight: extension beyond the paper, 0 (default) to turn off; needs
-      augment_shift, augment_shear or augment_elastic > 0. Adds consistency_weight * mean
-      KL(q(y | x) || q(y | x')) over the unlabelled batch, x' a second random view
-      of the same image (its own shift, shear, distortion and binarisation) and q(y | x) held
-      fixed as the target (objective.loss).
+      augment_shift, augment_shear, augment_elastic or view_elastic > 0. Adds
+      consistency_weight * mean KL(q(y | x) || q(y | x')) over the unlabelled batch,
+      x' a second random view of the same image (its own shift, shear, distortion and
+      binarisation) and q(y | x) held fixed as the target (objective.loss).
+    view_elastic: extension beyond the paper, 0 (default) to turn off; needs
+      consistency_weight > 0. The consistency view x' alone is elastically distorted at
+      this scale alpha, in place of augment_elastic (`augmentation.random_elastic`),
+      while the target, the labelled images and the likelihood's x keep their own
+      augmentation: a strong view read against a weak one, as FixMatch (Sohn et al.
+      2020) does with its strong augmentation.
     teacher_decay: extension beyond the paper, 0 (default) to turn off; needs
       consistency_weight > 0. The consistency target q(y | x) is read by a mean
       teacher (Tarvainen & Valpola 2017): an exponential moving average of the
@@ -223,6 +229,7 @@ class TrainConfig:
   augment_shear: float = 0.0
   augment_elastic: float = 0.0
   consistency_weight: float = 0.0
+  view_elastic: float = 0.0
   teacher_decay: float = 0.0
   balance_weight: float = 0.0
   vat_weight: float = 0.0
@@ -285,10 +292,16 @@ class TrainConfig:
       raise ConfigError(f"--augment_elastic must be in [0, 100], got {self.augment_elastic!r}; "
                         "34 is Simard et al.'s MNIST setting, 0 turns it off.")
     if self.consistency_weight > 0 and not (self.augment_shift or self.augment_shear
-                                            or self.augment_elastic):
+                                            or self.augment_elastic or self.view_elastic):
       raise ConfigError("--consistency_weight compares q(y|x) across random views of x; set "
                         "--augment_shift, --augment_shear or --augment_elastic too "
                         "(e.g. --augment_shift=2).")
+    if not 0 <= self.view_elastic <= 100:
+      raise ConfigError(f"--view_elastic must be in [0, 100], got {self.view_elastic!r}; "
+                        "34 is Simard et al.'s MNIST setting, 0 turns it off.")
+    if self.view_elastic > 0 and self.consistency_weight == 0:
+      raise ConfigError("--view_elastic distorts the view that --consistency_weight reads; "
+                        "set --consistency_weight too (e.g. --consistency_weight=50).")
     if not 0 <= self.teacher_decay < 1:
       raise ConfigError(f"--teacher_decay must be in [0, 1), got {self.teacher_decay!r}; "
                         "0.999 averages over about the last 1,000 steps, 0 turns it off.")

@@ -121,8 +121,12 @@ def entropy_weight(config: TrainConfig, step: jnp.ndarray) -> jnp.ndarray:
 
 
 def training_view(config: TrainConfig, images: jnp.ndarray, key: jax.Array,
-                  shift_key: jax.Array, shear_key: jax.Array) -> Dict[str, jnp.ndarray]:
+                  shift_key: jax.Array, shear_key: jax.Array,
+                  elastic: Optional[float] = None) -> Dict[str, jnp.ndarray]:
   """One random view of uint8 images (B, H, W, C), as a step trains on it.
+
+  elastic: the distortion's scale alpha in place of config.augment_elastic (None:
+  that one); the consistency view's `view_elastic`.
 
   Returns {"image": x}, the likelihood's target, float32 (B, H, W, C): the grey
   levels, sheared (augment_shear), elastically distorted (augment_elastic),
@@ -131,10 +135,10 @@ def training_view(config: TrainConfig, images: jnp.ndarray, key: jax.Array,
   under the same shear, distortion and shift.
   """
   grey = _sheared_grey(images, shear_key, config.augment_shear)
-  if config.augment_elastic:
+  elastic = config.augment_elastic if elastic is None else elastic
+  if elastic:
     # A stream folded from shear_key's, so that runs without it draw what they always drew.
-    grey = augmentation.random_elastic(jax.random.fold_in(shear_key, 1), grey,
-                                       config.augment_elastic)
+    grey = augmentation.random_elastic(jax.random.fold_in(shear_key, 1), grey, elastic)
   x = _draw_pixels(key, grey, config.binarise)
   view = {"image": augmentation.random_shift(shift_key, x, config.augment_shift)}
   if config.classifier_input == "grey":
@@ -167,9 +171,11 @@ def make_train_step(config: TrainConfig, alpha: float, vmap_seeds: bool = False)
       images = unlabelled["image"]
       unlabelled = training_view(config, images, key_u, key_shift_u, key_shear_u)
       if config.consistency_weight:
-        # A second view: its own binarisation, shift and shear, from streams of its own.
+        # A second view: its own binarisation, shift and shear (and, with view_elastic,
+        # its own elastic distortion), from streams of its own.
         key_view, key_shift_view = jax.random.split(jax.random.fold_in(step_key, 2))
-        view = training_view(config, images, key_view, key_shift_view, key_shear_view)
+        view = training_view(config, images, key_view, key_shift_view, key_shear_view,
+                             config.view_elastic or None)
         unlabelled["view"] = view.get("classifier_image", view["image"])
     grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, labelled, unlabelled, key_z, alpha,

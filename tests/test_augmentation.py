@@ -244,6 +244,9 @@ def test_training_step_with_and_without_augmentation(small_mnist_dir):
     ({"consistency_weight": 1.0}, "set --augment_shift, --augment_shear or --augment_elastic too"),
     ({"augment_elastic": -1.0}, "--augment_elastic must be in [0, 100]"),
     ({"augment_elastic": 340.0}, "--augment_elastic must be in [0, 100]"),
+    ({"view_elastic": -1.0}, "--view_elastic must be in [0, 100]"),
+    ({"view_elastic": 340.0, "consistency_weight": 1.0}, "--view_elastic must be in [0, 100]"),
+    ({"view_elastic": 16.0}, "set --consistency_weight too"),
     ({"teacher_decay": 1.0, "augment_shift": 2, "consistency_weight": 1.0},
      "--teacher_decay must be in [0, 1)"),
     ({"teacher_decay": -0.5}, "--teacher_decay must be in [0, 1)"),
@@ -301,6 +304,39 @@ def test_grey_classifier_input_is_the_same_view_before_binarisation():
   grey_only = step.training_view(tiny_train_config(augment_shift=2, binarise=False,
                                                    classifier_input="grey"), images, *keys)
   np.testing.assert_array_equal(grey_only["image"], grey_only["classifier_image"])
+
+
+def test_view_elastic_distorts_the_consistency_view_alone(small_mnist_dir):
+  """--view_elastic: the view training_view draws with elastic=a is the one a config with
+  augment_elastic=a draws from the same keys; in a step it changes the consistency term
+  only, while the labelled and unlabelled bounds (the target's and x's views) stay."""
+  from ievae_jax import data, step
+  arrays = data.load("mnist", small_mnist_dir)
+  images = jnp.asarray(arrays["train_images"][:16])
+  keys = [jax.random.key(i) for i in range(3)]
+  weak = tiny_train_config(augment_shift=2, augment_shear=0.25)
+  strong_view = step.training_view(weak, images, *keys, elastic=16.0)["image"]
+  np.testing.assert_array_equal(
+      strong_view,
+      step.training_view(tiny_train_config(augment_shift=2, augment_shear=0.25,
+                                           augment_elastic=16.0), images, *keys)["image"])
+  assert np.abs(np.asarray(strong_view) - np.asarray(
+      step.training_view(weak, images, *keys)["image"])).mean() > 0.01
+  labelled = {"image": arrays["train_images"][:10],
+              "label": arrays["train_labels"][:10].astype(np.int32)}
+  unlabelled = {"image": arrays["train_images"][10:20]}
+  metrics = {}
+  for view_elastic in (0.0, 16.0):
+    config = tiny_train_config(augment_shift=2, augment_shear=0.25, consistency_weight=5.0,
+                               view_elastic=view_elastic).validate()
+    state = train_lib.create_train_state(jax.random.key(0), config)
+    _, metrics[view_elastic] = train_lib.make_train_step(config, alpha=1.0)(
+        state, labelled, unlabelled)
+  for term in ("labelled_elbo", "cross_entropy", "unlabelled_bound", "unlabelled_entropy"):
+    assert float(metrics[16.0][term]) == float(metrics[0.0][term]), term
+  assert float(metrics[16.0]["consistency"]) != float(metrics[0.0]["consistency"])
+  # Alone it makes the two views differ, so consistency needs no other augmentation.
+  tiny_train_config(consistency_weight=1.0, view_elastic=16.0).validate()
 
 
 def test_training_step_with_grey_classifier_input(small_mnist_dir):

@@ -108,10 +108,10 @@ def test_vmapped_seeds_on_four_devices_match_one_device(tmp_path, small_mnist_di
 
 def test_default_workdirs_of_earlier_runs_are_stable():
   """Settings added later (kl_weight, augment_shift, augment_shear, augment_elastic,
-  consistency_weight, teacher_decay, balance_weight, vat_weight, vat_epsilon,
-  generative_weight, generative_view, generative_steps, binarise, classifier_input,
-  entropy_weight, entropy_anneal_steps, classifier_arch, classifier_dropout,
-  matmul_dtype) leave the digest alone at their neutral values, so runs made before
+  consistency_weight, view_elastic, teacher_decay, balance_weight, vat_weight,
+  vat_epsilon, generative_weight, generative_view, generative_steps, binarise,
+  classifier_input, entropy_weight, entropy_anneal_steps, classifier_arch,
+  classifier_dropout, matmul_dtype) leave the digest alone at their neutral values, so runs made before
   them keep their workdirs and sweeps find them.
   The name below is that of the committed 100-label sweep's seed 0 (mnist_sweep/)."""
   import dataclasses
@@ -127,6 +127,7 @@ def test_default_workdirs_of_earlier_runs_are_stable():
                   {"alpha": 550.0},
                   {"binarise": False}, {"classifier_input": "grey"}, {"entropy_weight": 2.0}, {"entropy_anneal_steps": 10},
                   {"augment_shift": 2, "consistency_weight": 1.0},
+                  {"augment_shift": 2, "consistency_weight": 1.0, "view_elastic": 16.0},
                   {"augment_shift": 2, "consistency_weight": 1.0, "teacher_decay": 0.9},
                   {"balance_weight": 1.0},
                   {"vat_weight": 1.0}, {"vat_weight": 1.0, "vat_epsilon": 1.0},
