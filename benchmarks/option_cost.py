@@ -73,6 +73,9 @@ VARIANTS = {
     # The extensions with an MLP classifier instead of the conv one: what the conv
     # classifier costs, to size a wider one (ACCURACY_LOG, "Not tried yet").
     "shift2_shear025_consistency50_classifier_mlp": {**EXTENSIONS_50, "classifier_arch": "mlp"},
+    # The extensions with the consistency view alone elastically distorted
+    # (`--view_elastic`): one distortion of the unlabelled batch more per step.
+    "shift2_shear025_consistency50_view_elastic16": {**EXTENSIONS_50, "view_elastic": 16.0},
     "shift2_shear05_consistency550_bfloat16": {"augment_shift": 2, "augment_shear": 0.5,
                                                "consistency_weight": 550.0,
                                                "matmul_dtype": "bfloat16"},
