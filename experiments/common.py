@@ -83,8 +83,8 @@ def define_flags(defaults: dict) -> None:
                      "MNIST setting, 0 (default) turns it off.")
   flags.DEFINE_float("consistency_weight", base["consistency_weight"], "Extension beyond the "
                      "paper (needs --augment_shift, --augment_shear, --augment_elastic or "
-                     "--view_elastic): weight of KL(q(y|x) || q(y|x')) between two random views of each "
-                     "unlabelled image (0: off).")
+                     "--view_elastic): weight of KL(q(y|x) || q(y|x')) between two random "
+                     "views of each unlabelled image (0: off).")
   flags.DEFINE_float("view_elastic", base["view_elastic"], "Extension beyond the paper "
                      "(needs --consistency_weight): elastic distortion of scale alpha of the "
                      "consistency view alone, in place of --augment_elastic (0: off).")
@@ -242,9 +242,9 @@ def config_from_flags(supervised: bool, labels=None) -> config_lib.TrainConfig:
 _DIGEST_OMITS_AT = {"label_seed": None, "kl_weight": 1.0, "augment_shift": 0,
                     "augment_shear": 0.0, "augment_elastic": 0.0, "consistency_weight": 0.0,
                     "view_elastic": 0.0, "teacher_decay": 0.0, "balance_weight": 0.0,
-                    "vat_weight": 0.0, "vat_epsilon": 2.0, "generative_weight": 0.0, "generative_view": "transfer",
-                    "generative_steps": 0, "binarise": True, "classifier_input": "binary",
-                    "entropy_weight": 1.0, "entropy_anneal_steps": 0}
+                    "vat_weight": 0.0, "vat_epsilon": 2.0, "generative_weight": 0.0,
+                    "generative_view": "transfer", "generative_steps": 0, "binarise": True,
+                    "classifier_input": "binary", "entropy_weight": 1.0, "entropy_anneal_steps": 0}
 _MODEL_DIGEST_OMITS_AT = {"classifier_arch": None, "classifier_dropout": 0.0,
                           "matmul_dtype": "float32"}
 

@@ -294,8 +294,8 @@ class TrainConfig:
     if self.consistency_weight > 0 and not (self.augment_shift or self.augment_shear
                                             or self.augment_elastic or self.view_elastic):
       raise ConfigError("--consistency_weight compares q(y|x) across random views of x; set "
-                        "--augment_shift, --augment_shear or --augment_elastic too "
-                        "(e.g. --augment_shift=2).")
+                        "--augment_shift, --augment_shear, --augment_elastic or --view_elastic "
+                        "too (e.g. --augment_shift=2).")
     if not 0 <= self.view_elastic <= 100:
       raise ConfigError(f"--view_elastic must be in [0, 100], got {self.view_elastic!r}; "
                         "34 is Simard et al.'s MNIST setting, 0 turns it off.")

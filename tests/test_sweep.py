@@ -111,8 +111,8 @@ def test_default_workdirs_of_earlier_runs_are_stable():
   consistency_weight, view_elastic, teacher_decay, balance_weight, vat_weight,
   vat_epsilon, generative_weight, generative_view, generative_steps, binarise,
   classifier_input, entropy_weight, entropy_anneal_steps, classifier_arch,
-  classifier_dropout, matmul_dtype) leave the digest alone at their neutral values, so runs made before
-  them keep their workdirs and sweeps find them.
+  classifier_dropout, matmul_dtype) leave the digest alone at their neutral values, so
+  runs made before them keep their workdirs and sweeps find them.
   The name below is that of the committed 100-label sweep's seed 0 (mnist_sweep/)."""
   import dataclasses
   from experiments import common
